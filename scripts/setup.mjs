@@ -1,0 +1,123 @@
+#!/usr/bin/env node
+// `npm run setup`: install npm dependencies, then make sure a WebGPU adapter exists.
+// On Debian 12 without one (no GPU), install Mesa's lavapipe from bookworm-backports
+// (bookworm's own Mesa 22.3 is rejected by Dawn). Idempotent: a second run takes seconds.
+// Plain Node, no dependencies: it runs before node_modules exists.
+import { spawnSync } from 'node:child_process';
+import { existsSync, readFileSync, writeFileSync, readdirSync, mkdtempSync } from 'node:fs';
+import { join, dirname } from 'node:path';
+import { tmpdir } from 'node:os';
+import { fileURLToPath } from 'node:url';
+
+const root = join(dirname(fileURLToPath(import.meta.url)), '..');
+const log = (msg) => process.stderr.write(`setup: ${msg}\n`);
+
+function run(cmd, args, opts = {}) {
+  log(`$ ${cmd} ${args.join(' ')}`);
+  const r = spawnSync(cmd, args, { stdio: 'inherit', cwd: root, ...opts });
+  if (r.status !== 0) throw new Error(`setup: '${cmd} ${args.join(' ')}' failed (exit ${r.status})`);
+}
+
+function npmDependencies() {
+  const lock = join(root, 'package-lock.json');
+  const marker = join(root, 'node_modules', '.package-lock.json');
+  // Already installed and consistent with package.json: nothing to do (keeps a second run to seconds).
+  if (existsSync(marker) && existsSync(lock) && readFileSync(marker, 'utf8').length > 0) {
+    const r = spawnSync('npm', ['ls', '--depth=0', '--silent'], { cwd: root, stdio: 'ignore' });
+    if (r.status === 0) { log('npm dependencies present'); return; }
+  }
+  run('npm', existsSync(lock) ? ['ci', '--no-audit', '--no-fund'] : ['install', '--no-audit', '--no-fund']);
+}
+
+/** Ask Dawn for an adapter in a child process (a failed Dawn start must not take setup down). */
+function probeAdapter() {
+  const probe = `
+    import { create, globals } from 'webgpu';
+    Object.assign(globalThis, globals);
+    const gpu = create([]);
+    const a = await gpu.requestAdapter();
+    if (!a) { console.log('NONE'); process.exit(0); }
+    const i = a.info ?? {};
+    console.log('ADAPTER ' + [i.vendor, i.architecture, i.description].filter(Boolean).join(' / '));
+    process.exit(0);`;
+  const env = { ...process.env, XDG_RUNTIME_DIR: process.env.XDG_RUNTIME_DIR ?? mkdtempSync(join(tmpdir(), 'xdg-')) };
+  const r = spawnSync(process.execPath, ['--input-type=module', '-e', probe], { cwd: root, env, encoding: 'utf8', timeout: 60_000 });
+  const line = (r.stdout ?? '').split('\n').find((l) => l.startsWith('ADAPTER '));
+  return line ? line.slice('ADAPTER '.length) : null;
+}
+
+function debianCodename() {
+  try {
+    const os = readFileSync('/etc/os-release', 'utf8');
+    return /^VERSION_CODENAME=(\w+)/m.exec(os)?.[1] ?? null;
+  } catch { return null; }
+}
+
+/** Find the machine's own Debian source (URI + keyring) so backports comes from the same mirror. */
+function debianSource(codename) {
+  const dir = '/etc/apt/sources.list.d';
+  for (const f of existsSync(dir) ? readdirSync(dir) : []) {
+    if (!f.endsWith('.sources')) continue;
+    const text = readFileSync(join(dir, f), 'utf8');
+    for (const stanza of text.split(/\n\s*\n/)) {
+      const suites = /^Suites:\s*(.+)$/m.exec(stanza)?.[1].split(/\s+/) ?? [];
+      const uri = /^URIs:\s*(\S+)/m.exec(stanza)?.[1];
+      if (uri && suites.includes(codename) && !uri.includes('security')) {
+        return { uri, keyring: /^Signed-By:\s*(\S+)/m.exec(stanza)?.[1] ?? '/usr/share/keyrings/debian-archive-keyring.gpg' };
+      }
+    }
+  }
+  if (existsSync('/etc/apt/sources.list')) {
+    const m = new RegExp(`^deb\\s+(?:\\[[^\\]]*\\]\\s+)?(\\S+)\\s+${codename}\\s`, 'm').exec(readFileSync('/etc/apt/sources.list', 'utf8'));
+    if (m) return { uri: m[1], keyring: '/usr/share/keyrings/debian-archive-keyring.gpg' };
+  }
+  return { uri: 'http://deb.debian.org/debian', keyring: '/usr/share/keyrings/debian-archive-keyring.gpg' };
+}
+
+const FIX_BOOKWORM = [
+  '# as root, on Debian 12 (bookworm):',
+  "printf 'Types: deb\\nURIs: http://deb.debian.org/debian\\nSuites: bookworm-backports\\nComponents: main\\nSigned-By: /usr/share/keyrings/debian-archive-keyring.gpg\\n' > /etc/apt/sources.list.d/semfreeze-backports.sources",
+  'apt-get update && apt-get install -y -t bookworm-backports mesa-vulkan-drivers libvulkan1',
+].join('\n');
+const FIX_GENERIC = 'Install a Vulkan driver for your GPU, or Mesa\'s software driver lavapipe (Debian/Ubuntu: apt-get install mesa-vulkan-drivers libvulkan1; it must be Mesa 24 or newer).';
+
+function installLavapipe() {
+  const codename = debianCodename();
+  const isRoot = typeof process.getuid === 'function' && process.getuid() === 0;
+  const hasApt = existsSync('/usr/bin/apt-get');
+  if (!hasApt || !isRoot) {
+    log('no WebGPU adapter, and setup cannot install one here (needs root and apt-get). Run:');
+    console.error(codename === 'bookworm' ? FIX_BOOKWORM : FIX_GENERIC);
+    process.exit(1);
+  }
+  const env = { ...process.env, DEBIAN_FRONTEND: 'noninteractive' };
+  if (codename === 'bookworm') {
+    const { uri, keyring } = debianSource(codename);
+    const file = '/etc/apt/sources.list.d/semfreeze-backports.sources';
+    const stanza = `Types: deb\nURIs: ${uri}\nSuites: bookworm-backports\nComponents: main\nSigned-By: ${keyring}\n`;
+    if (!existsSync(file) || readFileSync(file, 'utf8') !== stanza) {
+      log(`adding ${file} (${uri} bookworm-backports)`);
+      writeFileSync(file, stanza);
+    }
+    run('apt-get', ['update', '-q'], { env });
+    run('apt-get', ['install', '-y', '-q', '--no-install-recommends', '-t', 'bookworm-backports', 'mesa-vulkan-drivers', 'libvulkan1'], { env });
+  } else {
+    run('apt-get', ['update', '-q'], { env });
+    run('apt-get', ['install', '-y', '-q', '--no-install-recommends', 'mesa-vulkan-drivers', 'libvulkan1'], { env });
+  }
+}
+
+npmDependencies();
+let adapter = probeAdapter();
+if (!adapter) {
+  log('no WebGPU adapter found; installing the software Vulkan driver (Mesa lavapipe)');
+  installLavapipe();
+  adapter = probeAdapter();
+}
+if (!adapter) {
+  log('still no WebGPU adapter after installing lavapipe. Check `vulkaninfo --summary`, then:');
+  console.error(debianCodename() === 'bookworm' ? FIX_BOOKWORM : FIX_GENERIC);
+  process.exit(1);
+}
+log(`WebGPU adapter: ${adapter}`);
+log('ready: `npm start` runs `semfreeze doctor`, `npm test` runs the tests');
