@@ -1,0 +1,106 @@
+// Model configuration: the shape every other module (layouts, kernels, cost model) is computed from.
+// Parsed from Hugging Face's config.json. GPT-2 today; the fields that Llama/Qwen2 add later
+// (norm kind, rotary, gated MLP, kv heads) get their own members rather than overloading these.
+
+export interface ModelConfig {
+  /** Hugging Face `model_type` (only 'gpt2' is implemented). */
+  modelType: 'gpt2';
+  /** N: transformer blocks. */
+  nLayer: number;
+  /** d: width of the residual stream. */
+  nEmbd: number;
+  nHead: number;
+  /** Width of the MLP's hidden layer (GPT-2: n_inner or 4·d). */
+  nInner: number;
+  vocabSize: number;
+  /** Longest sequence the position embedding covers. */
+  nPositions: number;
+  layerNormEpsilon: number;
+  /** 'gelu_new' and friends: GPT-2's tanh approximation. */
+  activation: 'gelu_tanh';
+  /** LM head shares the token embedding's storage. */
+  tiedHead: boolean;
+}
+
+export class ConfigError extends Error {
+  constructor(file: string, problem: string) {
+    super(`${file}: ${problem}`);
+    this.name = 'ConfigError';
+  }
+}
+
+const TANH_GELUS = new Set(['gelu_new', 'gelu_pytorch_tanh', 'gelu_fast', 'gelu']);
+
+/**
+ * Parse config.json text. `file` names the source in every error.
+ * Note: HF's `gelu` is the exact erf form; GPT-2 checkpoints use `gelu_new`. We accept `gelu` with
+ * the tanh kernel only because the two differ by < 1e-3 absolute; the name is kept for a later exact kernel.
+ */
+export function parseConfig(text: string, file = 'config.json'): ModelConfig {
+  let raw: unknown;
+  try {
+    raw = JSON.parse(text);
+  } catch (e) {
+    throw new ConfigError(file, `not valid JSON (${(e as Error).message})`);
+  }
+  if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) throw new ConfigError(file, 'expected a JSON object');
+  const c = raw as Record<string, unknown>;
+  const modelType = c.model_type ?? 'gpt2';
+  if (modelType !== 'gpt2') throw new ConfigError(file, `model_type '${String(modelType)}' is not supported (supported: gpt2)`);
+
+  const int = (key: string, fallback?: number): number => {
+    const v = c[key] ?? fallback;
+    if (v === undefined) throw new ConfigError(file, `missing '${key}'`);
+    if (typeof v !== 'number' || !Number.isInteger(v) || v <= 0) throw new ConfigError(file, `'${key}' must be a positive integer, got ${JSON.stringify(v)}`);
+    return v;
+  };
+  const nLayer = int('n_layer');
+  const nEmbd = int('n_embd');
+  const nHead = int('n_head');
+  if (nEmbd % nHead !== 0) throw new ConfigError(file, `n_embd ${nEmbd} is not divisible by n_head ${nHead}`);
+  const nInner = c.n_inner === null || c.n_inner === undefined ? 4 * nEmbd : int('n_inner');
+  const eps = c.layer_norm_epsilon ?? 1e-5;
+  if (typeof eps !== 'number' || !(eps > 0)) throw new ConfigError(file, `'layer_norm_epsilon' must be a positive number`);
+  const act = String(c.activation_function ?? 'gelu_new');
+  if (!TANH_GELUS.has(act)) throw new ConfigError(file, `activation_function '${act}' is not supported (supported: ${[...TANH_GELUS].join(', ')})`);
+  const tied = c.tie_word_embeddings ?? true;
+  return {
+    modelType: 'gpt2',
+    nLayer,
+    nEmbd,
+    nHead,
+    nInner,
+    vocabSize: int('vocab_size'),
+    nPositions: int('n_positions', typeof c.n_ctx === 'number' ? c.n_ctx : undefined),
+    layerNormEpsilon: eps,
+    activation: 'gelu_tanh',
+    tiedHead: tied !== false,
+  };
+}
+
+/** config.json for a checkpoint we write: the fields Hugging Face's GPT2Config reads. */
+export function configToJson(cfg: ModelConfig, extra: Record<string, unknown> = {}): string {
+  return JSON.stringify({
+    architectures: ['GPT2LMHeadModel'],
+    model_type: 'gpt2',
+    n_layer: cfg.nLayer,
+    n_embd: cfg.nEmbd,
+    n_head: cfg.nHead,
+    n_inner: cfg.nInner === 4 * cfg.nEmbd ? null : cfg.nInner,
+    vocab_size: cfg.vocabSize,
+    n_positions: cfg.nPositions,
+    n_ctx: cfg.nPositions,
+    layer_norm_epsilon: cfg.layerNormEpsilon,
+    activation_function: 'gelu_new',
+    tie_word_embeddings: cfg.tiedHead,
+    resid_pdrop: 0,
+    embd_pdrop: 0,
+    attn_pdrop: 0,
+    torch_dtype: 'float32',
+    ...extra,
+  }, null, 2) + '\n';
+}
+
+export function headSize(cfg: ModelConfig): number {
+  return cfg.nEmbd / cfg.nHead;
+}
