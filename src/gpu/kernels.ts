@@ -1,0 +1,231 @@
+// Kernel registry: WGSL from kernels/*.wgsl, bind group layouts from wgsl_reflect's reflection,
+// one compute pipeline per (kernel file, entry point, override constants), built once and cached.
+// A kernel is bound to named buffers once per model/batch shape; the bound kernel is then
+// dispatched every step without creating anything.
+import { WgslReflect } from 'wgsl_reflect/wgsl_reflect.module.js';
+import type { Platform } from '../platform/types.ts';
+import type { GpuDevice } from './device.ts';
+import type { GpuMemory } from './memory.ts';
+
+export class KernelCompileError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'KernelCompileError';
+  }
+}
+
+export type OverrideValues = Record<string, number | boolean>;
+
+/** A buffer, or a byte range of one (for tensors bound as several ranges). */
+export type BufferBinding = GPUBuffer | { buffer: GPUBuffer; offset?: number; size?: number };
+
+interface UniformMember { name: string; offset: number; type: 'u32' | 'i32' | 'f32' }
+
+interface ResourceInfo {
+  name: string;
+  group: number;
+  binding: number;
+  kind: GPUBufferBindingType;
+  /** For uniform structs: the members, so values can be written by name. */
+  members?: UniformMember[];
+  uniformSize?: number;
+}
+
+interface ShaderModuleInfo {
+  module: GPUShaderModule;
+  reflect: WgslReflect;
+}
+
+export class Kernel {
+  constructor(
+    readonly key: string,
+    readonly file: string,
+    readonly entry: string,
+    readonly pipeline: GPUComputePipeline,
+    readonly layouts: GPUBindGroupLayout[],
+    readonly resources: ResourceInfo[],
+    readonly workgroupSize: [number, number, number],
+  ) {}
+}
+
+/** A kernel bound to its buffers and uniform values: ready to dispatch, reused every step. */
+export class BoundKernel {
+  constructor(
+    readonly kernel: Kernel,
+    readonly bindGroups: GPUBindGroup[],
+    /** One uniform buffer per uniform variable, by variable name. */
+    readonly uniformBuffers: Map<string, { buffer: GPUBuffer; info: ResourceInfo; data: ArrayBuffer }>,
+    private readonly device: GPUDevice,
+  ) {}
+
+  /** Change uniform values (written to the GPU with the next submit; use between steps, not inside one). */
+  setUniforms(values: Record<string, number>, variable?: string): void {
+    for (const [name, u] of this.uniformBuffers) {
+      if (variable && name !== variable) continue;
+      writeUniformValues(u.info, u.data, values, this.kernel.file, false);
+      this.device.queue.writeBuffer(u.buffer, 0, u.data);
+    }
+  }
+}
+
+function writeUniformValues(info: ResourceInfo, data: ArrayBuffer, values: Record<string, number>, file: string, requireAll: boolean): void {
+  const view = new DataView(data);
+  for (const m of info.members ?? []) {
+    const v = values[m.name];
+    if (v === undefined) {
+      if (requireAll) throw new Error(`kernels/${file}.wgsl: no value given for uniform ${info.name}.${m.name}`);
+      continue;
+    }
+    if (m.type === 'f32') view.setFloat32(m.offset, v, true);
+    else if (m.type === 'i32') view.setInt32(m.offset, v, true);
+    else view.setUint32(m.offset, v >>> 0, true);
+  }
+  for (const k of Object.keys(values)) {
+    if (requireAll && !(info.members ?? []).some((m) => m.name === k)) {
+      throw new Error(`kernels/${file}.wgsl: uniform ${info.name} has no member '${k}'`);
+    }
+  }
+}
+
+function bufferKind(resourceType: number, access: string): GPUBufferBindingType {
+  if (resourceType === 0) return 'uniform';
+  return access === 'read' ? 'read-only-storage' : 'storage';
+}
+
+export class KernelRegistry {
+  private readonly modules = new Map<string, Promise<ShaderModuleInfo>>();
+  private readonly kernels = new Map<string, Promise<Kernel>>();
+  private readonly layoutCache = new Map<string, GPUBindGroupLayout>();
+
+  constructor(
+    readonly gpu: GpuDevice,
+    private readonly platform: Platform,
+    private readonly memory: GpuMemory,
+  ) {}
+
+  get device(): GPUDevice {
+    return this.gpu.device;
+  }
+
+  private module(file: string): Promise<ShaderModuleInfo> {
+    let m = this.modules.get(file);
+    if (!m) {
+      m = this.compileModule(file);
+      this.modules.set(file, m);
+    }
+    return m;
+  }
+
+  private async compileModule(file: string): Promise<ShaderModuleInfo> {
+    const code = await this.platform.kernelSource(file);
+    const device = this.device;
+    device.pushErrorScope('validation');
+    const module = device.createShaderModule({ label: file, code });
+    const info = await module.getCompilationInfo();
+    const scopeError = await device.popErrorScope();
+    const errors = info.messages.filter((m) => m.type === 'error');
+    if (errors.length > 0) {
+      throw new KernelCompileError(errors.map((m) => `kernels/${file}.wgsl:${m.lineNum}:${m.linePos}: error: ${m.message}`).join('\n'));
+    }
+    if (scopeError) throw new KernelCompileError(`kernels/${file}.wgsl: ${scopeError.message}`);
+    let reflect: WgslReflect;
+    try {
+      reflect = new WgslReflect(code);
+    } catch (e) {
+      throw new KernelCompileError(`kernels/${file}.wgsl: reflection failed: ${(e as Error).message}`);
+    }
+    return { module, reflect };
+  }
+
+  /** The pipeline for one entry point with its override constants; compiled once, then cached. */
+  kernel(file: string, entry: string, overrides: OverrideValues = {}): Promise<Kernel> {
+    const key = `${file}:${entry}:${Object.keys(overrides).sort().map((k) => `${k}=${Number(overrides[k])}`).join(',')}`;
+    let k = this.kernels.get(key);
+    if (!k) {
+      k = this.buildKernel(key, file, entry, overrides);
+      this.kernels.set(key, k);
+      k.catch(() => this.kernels.delete(key));
+    }
+    return k;
+  }
+
+  private async buildKernel(key: string, file: string, entry: string, overrides: OverrideValues): Promise<Kernel> {
+    const { module, reflect } = await this.module(file);
+    const fn = reflect.entry.compute.find((f) => f.name === entry);
+    if (!fn) throw new KernelCompileError(`kernels/${file}.wgsl: no compute entry point '${entry}' (has: ${reflect.entry.compute.map((f) => f.name).join(', ')})`);
+    const resources: ResourceInfo[] = fn.resources.map((v) => {
+      const kind = bufferKind(v.resourceType as number, v.access);
+      const r: ResourceInfo = { name: v.name, group: v.group, binding: v.binding, kind };
+      if (kind === 'uniform') {
+        r.members = (v.members ?? []).map((m) => {
+          const t = m.type.name;
+          if (t !== 'u32' && t !== 'i32' && t !== 'f32') throw new KernelCompileError(`kernels/${file}.wgsl: uniform ${v.name}.${m.name} has type ${t}; only scalar u32/i32/f32 members are supported`);
+          return { name: m.name, offset: m.offset, type: t };
+        });
+        r.uniformSize = Math.max(16, Math.ceil(v.size / 16) * 16);
+      }
+      return r;
+    });
+    // Module-level list: the per-entry one misses overrides read inside called functions.
+    const known = new Set(reflect.overrides.map((o) => o.name));
+    for (const name of Object.keys(overrides)) {
+      if (!known.has(name)) throw new KernelCompileError(`kernels/${file}.wgsl: no override constant '${name}'`);
+    }
+    const groups = Math.max(0, ...resources.map((r) => r.group + 1));
+    const layouts: GPUBindGroupLayout[] = [];
+    for (let g = 0; g < groups; g++) {
+      const entries: GPUBindGroupLayoutEntry[] = resources
+        .filter((r) => r.group === g)
+        .sort((a, b) => a.binding - b.binding)
+        .map((r) => ({ binding: r.binding, visibility: GPUShaderStage.COMPUTE, buffer: { type: r.kind } }));
+      const sig = JSON.stringify(entries.map((e) => [e.binding, e.buffer!.type]));
+      let layout = this.layoutCache.get(sig);
+      if (!layout) {
+        layout = this.device.createBindGroupLayout({ label: `${file}:${entry}:g${g}`, entries });
+        this.layoutCache.set(sig, layout);
+      }
+      layouts.push(layout);
+    }
+    const constants: Record<string, number> = {};
+    for (const [k, v] of Object.entries(overrides)) constants[k] = Number(v);
+    let pipeline: GPUComputePipeline;
+    try {
+      pipeline = await this.device.createComputePipelineAsync({
+        label: key,
+        layout: this.device.createPipelineLayout({ bindGroupLayouts: layouts }),
+        compute: { module, entryPoint: entry, constants },
+      });
+    } catch (e) {
+      throw new KernelCompileError(`kernels/${file}.wgsl: pipeline '${entry}' failed: ${(e as Error).message}`);
+    }
+    const wg = (fn.workgroupSize ?? [1, 1, 1]) as [number, number, number];
+    return new Kernel(key, file, entry, pipeline, layouts, resources, wg);
+  }
+
+  /**
+   * Bind a kernel to buffers by the names its WGSL gives them, and fill its uniform structs by
+   * member name. Done once per shape; the result is dispatched every step.
+   */
+  bind(kernel: Kernel, buffers: Record<string, BufferBinding>, uniforms: Record<string, number> = {}): BoundKernel {
+    const uniformBuffers = new Map<string, { buffer: GPUBuffer; info: ResourceInfo; data: ArrayBuffer }>();
+    const bindGroups: GPUBindGroup[] = [];
+    for (let g = 0; g < kernel.layouts.length; g++) {
+      const entries: GPUBindGroupEntry[] = [];
+      for (const r of kernel.resources.filter((x) => x.group === g)) {
+        if (r.kind === 'uniform') {
+          const data = new ArrayBuffer(r.uniformSize!);
+          writeUniformValues(r, data, uniforms, kernel.file, true);
+          const buffer = this.memory.uniform(`${kernel.key}:${r.name}`, data);
+          uniformBuffers.set(r.name, { buffer, info: r, data });
+          entries.push({ binding: r.binding, resource: { buffer } });
+          continue;
+        }
+        const b = buffers[r.name];
+        if (!b) throw new Error(`kernels/${kernel.file}.wgsl: entry '${kernel.entry}' needs a buffer for '${r.name}'`);
+        entries.push({ binding: r.binding, resource: 'buffer' in b ? { buffer: b.buffer, offset: b.offset ?? 0, size: b.size } : { buffer: b } });
+      }
+      bindGroups.push(this.device.createBindGroup({ label: `${kernel.key}:g${g}`, layout: kernel.layouts[g]!, entries }));
+    }
+    return new BoundKernel(kernel, bindGroups, uniformBuffers, this.device);
+  }
+}

@@ -1,0 +1,15 @@
+// The one seam between the core and where it runs. Everything in src/ except src/platform/node.ts
+// and src/platform/browser.ts is platform-free: it gets a GPU object and reads bytes through this.
+
+export interface Platform {
+  /** 'node' (Dawn via the `webgpu` package) or 'browser' (navigator.gpu). */
+  readonly name: 'node' | 'browser';
+  /** The WebGPU entry point (navigator.gpu or Dawn's GPU object). */
+  gpu(): GPU;
+  /** WGSL source of kernels/<name>.wgsl. */
+  kernelSource(name: string): Promise<string>;
+  /** Bytes of a user file (a path in Node, a URL in the browser). */
+  readBytes(path: string): Promise<Uint8Array>;
+  /** How to fix a missing adapter on this platform, shown in the error. */
+  adapterHelp(): string;
+}
