@@ -1,0 +1,151 @@
+import { describe, expect, it } from 'vitest';
+import {
+  applyBudget,
+  argmaxGain,
+  decideBoundary,
+  describeFreeze,
+  eofToFreeze,
+  freezeToEof,
+  maxTrainableBlocks,
+  parseBudget,
+  type Budget,
+} from '../src/analysis/boundary.ts';
+import { costTable } from '../src/analysis/cost.ts';
+import type { ModelConfig } from '../src/model/config.ts';
+
+function gpt2Config(over: Partial<ModelConfig> = {}): ModelConfig {
+  const nEmbd = over.nEmbd ?? 768;
+  return {
+    modelType: 'gpt2',
+    nLayer: 12,
+    nEmbd,
+    nHead: 12,
+    nInner: 4 * nEmbd,
+    vocabSize: 50257,
+    nPositions: 1024,
+    layerNormEpsilon: 1e-5,
+    activation: 'gelu_tanh',
+    tiedHead: true,
+    ...over,
+  };
+}
+
+describe('eof = argmax G_k', () => {
+  const table: [string, number[], number, number[]][] = [
+    // name, gains G_1..G_N, eof (paper, 1-based), ties
+    ['single max', [0.1, 0.5, 0.2, 0.0], 2, [2]],
+    ['max at the last block', [-1, -2, -3, 0.5], 4, [4]],
+    ['tie → shallowest', [0.3, 0.1, 0.3, 0], 1, [1, 3]],
+    ['all equal → block 1', [0, 0, 0, 0], 1, [1, 2, 3, 4]],
+    ['−∞ never wins', [-Infinity, -1, -2, -Infinity], 2, [2]],
+    ['N = 1', [-5], 1, [1]],
+  ];
+  for (const [name, gains, eof, ties] of table) {
+    it(name, () => {
+      expect(argmaxGain(gains)).toEqual({ eof, maxGain: gains[eof - 1], ties });
+    });
+  }
+  it('errors: empty, NaN, +∞, all −∞', () => {
+    expect(() => argmaxGain([])).toThrow(/no gains/);
+    expect(() => argmaxGain([0, NaN])).toThrow(/G_2 is NaN/);
+    expect(() => argmaxGain([Infinity])).toThrow(/G_1 is Infinity/);
+    expect(() => argmaxGain([-Infinity, -Infinity])).toThrow(/every gain is −∞/);
+  });
+});
+
+describe('paper eof ↔ CLI --freeze K', () => {
+  it('eof = k ⇒ K = k (paper blocks 1..k = CLI blocks 0..k−1 frozen)', () => {
+    for (let k = 0; k <= 4; k++) {
+      expect(eofToFreeze(k, 4)).toBe(k);
+      expect(freezeToEof(k, 4)).toBe(k);
+    }
+    expect(() => eofToFreeze(5, 4)).toThrow(/not a block in 0..4/);
+    expect(() => freezeToEof(-1, 4)).toThrow(/outside 0..4/);
+    // Fig. 2: 4 layers, layer 2 chosen, layers 1–2 frozen, 3–4 fine-tuned
+    const d = decideBoundary([0.1, 0.4, 0.2, 0.3]);
+    expect(d.eof).toBe(2);
+    expect(d.freeze).toBe(2);
+    expect(d.trainableBlocks).toBe(2);
+    expect(d.description).toBe('--freeze 2: blocks 0..1 frozen (paper 1..2), blocks 2..3 trainable (paper 3..4)');
+    expect(describeFreeze(0, 4)).toBe('--freeze 0: no blocks frozen, blocks 0..3 trainable (paper 1..4)');
+    expect(describeFreeze(4, 4)).toBe('--freeze 4: blocks 0..3 frozen (paper 1..4), no blocks trainable');
+  });
+});
+
+describe('--budget B / --pad (N = 4)', () => {
+  const table: [number, number, boolean, number, string][] = [
+    // K from eof, B, pad, final K, effect
+    [1, 2, false, 2, 'capped'], // 3 trainable > 2: keep the deepest 2
+    [1, 2, true, 2, 'capped'],
+    [3, 2, false, 3, 'none'], // 1 trainable ≤ 2: unchanged
+    [3, 2, true, 2, 'padded'], // pad: unfreeze down to exactly 2
+    [2, 2, false, 2, 'none'],
+    [2, 2, true, 2, 'none'],
+    [0, 0, false, 4, 'capped'], // B = 0: nothing trains
+    [0, 4, false, 0, 'none'],
+    [2, 10, false, 2, 'none'], // B > N: no cap
+    [2, 10, true, 0, 'padded'], // pad to min(B, N) = 4 trainable
+    [4, 1, true, 3, 'padded'],
+    [4, 1, false, 4, 'none'],
+  ];
+  for (const [K, B, pad, after, effect] of table) {
+    it(`K = ${K}, budget ${B}${pad ? ', pad' : ''} → K = ${after} (${effect})`, () => {
+      const e = applyBudget(K, 4, { kind: 'blocks', blocks: B }, pad);
+      expect(e.freezeAfter).toBe(after);
+      expect(e.effect).toBe(effect);
+      expect(e.maxTrainable).toBe(Math.min(B, 4));
+      expect(e.freezeAfter).toBe(pad ? 4 - Math.min(B, 4) : Math.max(K, 4 - B));
+    });
+  }
+  it('decideBoundary applies the budget after argmax', () => {
+    const d = decideBoundary([0.9, 0.1, 0.2, 0.3], { budget: { kind: 'blocks', blocks: 2 } });
+    expect(d.eof).toBe(1);
+    expect(d.freezeFromEof).toBe(1);
+    expect(d.freeze).toBe(2);
+    expect(d.budget?.effect).toBe('capped');
+    expect(() => decideBoundary([1, 2], { pad: true })).toThrow(/--pad needs a --budget/);
+    expect(() => applyBudget(1, 4, { kind: 'blocks', blocks: -1 })).toThrow(/integer ≥ 0/);
+  });
+});
+
+describe('parseBudget', () => {
+  const ok: [string, Budget][] = [
+    ['4', { kind: 'blocks', blocks: 4 }],
+    ['0', { kind: 'blocks', blocks: 0 }],
+    ['25%', { kind: 'backwardFraction', fraction: 0.25 }],
+    [' 100% ', { kind: 'backwardFraction', fraction: 1 }],
+    ['12.5%', { kind: 'backwardFraction', fraction: 0.125 }],
+  ];
+  for (const [s, b] of ok) it(`'${s}'`, () => expect(parseBudget(s)).toEqual(b));
+  for (const s of ['0.25', '-1', 'abc', '150%', '0%', '']) it(`rejects '${s}'`, () => expect(() => parseBudget(s)).toThrow(/budget/));
+});
+
+describe('budget as a fraction of backward FLOPs', () => {
+  const cfg = gpt2Config({ nLayer: 12, nEmbd: 64, nHead: 4, vocabSize: 1000, nPositions: 128 });
+  const cost = { config: cfg, batch: 2, seqLen: 64 };
+  const t = costTable(cfg, 2, 64);
+  const full = t.full.flops.backward;
+  for (const pct of [100, 90, 50, 25, 10]) {
+    it(`${pct}%: the largest trainable suffix whose backward ≤ ${pct}% of full`, () => {
+      const f = pct / 100;
+      const { maxTrainable, backwardFraction } = maxTrainableBlocks(12, { kind: 'backwardFraction', fraction: f }, cost);
+      const K = 12 - maxTrainable;
+      expect(t.rows[K].flops.backward).toBeLessThanOrEqual(f * full);
+      if (K > 0) expect(t.rows[K - 1].flops.backward).toBeGreaterThan(f * full); // one more block would not fit
+      expect(backwardFraction).toBeCloseTo(t.rows[K].flops.backward / full, 14);
+    });
+  }
+  it('monotone, and applied like a block budget', () => {
+    const m = (f: number) => maxTrainableBlocks(12, { kind: 'backwardFraction', fraction: f }, cost).maxTrainable;
+    expect(m(1)).toBe(12);
+    expect(m(0.5)).toBeLessThanOrEqual(m(0.9));
+    const d = decideBoundary(Array.from({ length: 12 }, (_, i) => (i === 0 ? 1 : 0)), { budget: parseBudget('25%'), cost });
+    expect(d.freeze).toBe(12 - m(0.25));
+    expect(d.budget?.backwardFractionAtMax).toBeLessThanOrEqual(0.25);
+  });
+  it('errors: no cost context, too small, N mismatch', () => {
+    expect(() => maxTrainableBlocks(12, { kind: 'backwardFraction', fraction: 0.5 })).toThrow(/needs the model shape/);
+    expect(() => maxTrainableBlocks(12, { kind: 'backwardFraction', fraction: 1e-6 }, cost)).toThrow(/below the backward of zero trainable blocks/);
+    expect(() => maxTrainableBlocks(4, { kind: 'backwardFraction', fraction: 0.5 }, cost)).toThrow(/nLayer 12, gains have N = 4/);
+  });
+});
