@@ -1,8 +1,11 @@
 #!/usr/bin/env -S npx tsx
 // The semfreeze command line: where to fine-tune a language model, then fine-tune only there.
 import { Command } from 'commander';
-import { UserError } from '../src/cli/common.ts';
+import { UserError, parseFloatOption, parseIntOption } from '../src/cli/common.ts';
 import { doctor } from '../src/cli/doctor.ts';
+import { evalCommand } from '../src/cli/eval.ts';
+import { generateCommand } from '../src/cli/generate.ts';
+import { traceCommand } from '../src/cli/trace.ts';
 import { NoAdapterError } from '../src/gpu/device.ts';
 
 const program = new Command();
@@ -18,13 +21,48 @@ program
   .option('--size <n>', 'matmul size n for n×n×n', (v) => Number(v), 512)
   .action(async (o) => doctor({ json: o.json, size: o.size }));
 
+const int = (name: string, min = 0) => (v: string) => parseIntOption(name, v, min);
+const num = (name: string) => (v: string) => parseFloatOption(name, v);
+
+program
+  .command('trace')
+  .description('run the model once and write the hidden state of every latent space (and the logits) to a safetensors file')
+  .requiredOption('--model <dir>', 'Hugging Face model directory (config.json, model.safetensors[, tokenizer.json])')
+  .option('--tokens <ids>', 'comma-separated token ids')
+  .option('--text <text>', 'text, tokenized with the model\'s tokenizer.json')
+  .requiredOption('--out <file>', 'output .safetensors: hidden_states.0..N [T, C] (HF convention: the last is after ln_f), residual.final, logits [T, V]')
+  .action(async (o) => traceCommand(o));
+
+program
+  .command('eval')
+  .description('mean loss and perplexity over consecutive, non-overlapping windows of seq+1 tokens')
+  .requiredOption('--model <dir>', 'Hugging Face model directory')
+  .requiredOption('--data <file>', '.txt (tokenized with the model\'s tokenizer), .json array of token ids, or llm.c .bin token file')
+  .requiredOption('--seq <T>', 'sequence length', int('--seq', 1))
+  .option('--batch <B>', 'sequences per batch', int('--batch', 1), 4)
+  .option('--max-windows <n>', 'evaluate only the first n windows', int('--max-windows', 1))
+  .option('--json', 'print one JSON object')
+  .action(async (o) => { await evalCommand({ model: o.model, data: o.data, seq: o.seq, batch: o.batch, json: o.json, maxWindows: o.maxWindows }); });
+
+program
+  .command('generate')
+  .description('continue a prompt (greedy by default)')
+  .requiredOption('--model <dir>', 'Hugging Face model directory')
+  .option('--prompt <text>', 'prompt text (needs tokenizer.json)')
+  .option('--tokens <ids>', 'prompt as comma-separated token ids')
+  .option('--max-tokens <n>', 'tokens to generate', int('--max-tokens', 1), 32)
+  .option('--temperature <x>', 'sampling temperature; 0 = greedy', num('--temperature'), 0)
+  .option('--seed <s>', 'random seed for sampling', int('--seed'), 1)
+  .option('--json', 'print the token ids as JSON')
+  .action(async (o) => { await generateCommand({ model: o.model, prompt: o.prompt, tokens: o.tokens, maxTokens: o.maxTokens, temperature: o.temperature, seed: o.seed, json: o.json }); });
+
 async function main(): Promise<void> {
   try {
     await program.parseAsync(process.argv);
     process.exit(0);
   } catch (e) {
     const err = e as Error;
-    const known = err instanceof UserError || err instanceof NoAdapterError || /^(ConfigError|SafetensorsError|TokenizerError|TokenDataError|FileError|KernelCompileError)$/.test(err.name);
+    const known = err instanceof UserError || err instanceof NoAdapterError || /^(ConfigError|SafetensorsError|TokenizerError|TokenDataError|FileError|KernelCompileError|ModelLoadError|AnalysisError)$/.test(err.name);
     process.stderr.write(`semfreeze: ${known ? '' : 'error: '}${err.message}\n`);
     if (!known || process.env.SEMFREEZE_DEBUG) process.stderr.write(`${err.stack ?? ''}\n`);
     process.exit(1);

@@ -1,0 +1,307 @@
+// The GPT-2 forward pass as one list of dispatches, built once per (model, B, T):
+// embeddings → N blocks → ln_f → LM head (in row chunks) → cross-entropy, with the residual stream
+// after every block captured into the trace buffer on the way (no extra pass).
+//
+// Blocks below `saveFrom` run forward-only through one set of scratch buffers (the frozen prefix,
+// or everything for inference); blocks from `saveFrom` up keep their activations for a backward
+// (src/train/backward.ts reads `acts`). The residual stream of saved blocks is one buffer per
+// latent space; the frozen prefix updates a single buffer in place, which then holds the boundary
+// hidden state.
+import type { Runtime } from '../gpu/runtime.ts';
+import type { BufferBinding } from '../gpu/kernels.ts';
+import type { Dispatch, StepItem } from '../gpu/step.ts';
+import { matmul } from '../ops/matmul.ts';
+import { attentionBufferBytes, attentionForward } from '../ops/attention.ts';
+import { layernormForward } from '../ops/layernorm.ts';
+import { geluForward } from '../ops/gelu.ts';
+import { embeddingForward } from '../ops/embedding.ts';
+import { crossEntropyForward, lossMean } from '../ops/crossentropy.ts';
+import { traceGather } from '../ops/trace.ts';
+import type { ModelConfig } from './config.ts';
+import type { GpuWeights } from './weights.ts';
+
+export interface ForwardOptions {
+  B: number;
+  T: number;
+  /** Blocks ≥ saveFrom keep activations for a backward; N (or more) = forward only. */
+  saveFrom: number;
+  /** Which positions the trace captures: none, every position, or a per-batch list (capacity given). */
+  trace: { kind: 'none' } | { kind: 'all' } | { kind: 'rows'; capacity: number };
+  /** Compute the loss against uploaded targets. */
+  loss: boolean;
+  /** Keep logits for every row (trace/generate) instead of streaming them through a chunk buffer. */
+  keepLogits: boolean;
+}
+
+/** Activations a block keeps for its backward (llm.c's list). */
+export interface BlockActs {
+  /** Block input: the residual stream before the block. */
+  resIn: GPUBuffer;
+  ln1: GPUBuffer;
+  ln1Mean: GPUBuffer;
+  ln1Rstd: GPUBuffer;
+  qkv: GPUBuffer;
+  att: GPUBuffer;
+  attStats: GPUBuffer;
+  /** Residual after the attention half. */
+  res2: GPUBuffer;
+  ln2: GPUBuffer;
+  ln2Mean: GPUBuffer;
+  ln2Rstd: GPUBuffer;
+  /** MLP pre-activation and GELU output. */
+  fc: GPUBuffer;
+  fcGelu: GPUBuffer;
+  /** Block output (the next block's resIn). */
+  resOut: GPUBuffer;
+}
+
+/** Row chunk of the LM head: logits [rows, V] must fit one binding and a memory cap. */
+export function headRowChunk(cfg: ModelConfig, rows: number, maxBinding: number, capBytes = 64 * 2 ** 20): number {
+  const perRow = cfg.vocabSize * 4;
+  let r = Math.floor(Math.min(maxBinding, capBytes) / perRow);
+  if (r >= rows) return rows;
+  r = Math.max(64, Math.floor(r / 64) * 64); // 64 rows keep chunk offsets 256-byte aligned
+  return Math.min(r, rows);
+}
+
+/** Vocabulary chunk of the head weight [V, C] so each chunk fits one binding (GPT-2's wte is 154 MB). */
+export function headVocabChunk(cfg: ModelConfig, maxBinding: number): number {
+  const perRow = cfg.nEmbd * 4;
+  const v = Math.floor(maxBinding / perRow);
+  if (v >= cfg.vocabSize) return cfg.vocabSize;
+  return Math.floor(v / 64) * 64;
+}
+
+export class Gpt2Forward {
+  readonly cfg: ModelConfig;
+  readonly rows: number;
+  /** Token ids [B·T] (u32), written per batch. */
+  readonly ids: GPUBuffer;
+  /** Targets [B·T] (u32), written per batch when computing a loss. */
+  readonly targets: GPUBuffer;
+  /** Residual stream buffer used in place by forward-only blocks; holds the boundary hidden state. */
+  readonly x: GPUBuffer;
+  readonly acts: BlockActs[] = [];
+  /** ln_f output [B·T, C] and its statistics (for the backward). */
+  readonly lnf: GPUBuffer;
+  readonly lnfMean: GPUBuffer;
+  readonly lnfRstd: GPUBuffer;
+  /** Logits: [B·T, V] when keepLogits, else one row chunk [rowChunk, V] reused. */
+  readonly logits: GPUBuffer;
+  readonly rowChunk: number;
+  readonly vocabChunk: number;
+  /** Per-row losses [B·T] and their mean [1]. */
+  readonly losses: GPUBuffer;
+  readonly loss: GPUBuffer;
+  /** Trace [N+1, P, C]: the raw residual stream after the embeddings and after each block. */
+  readonly trace: GPUBuffer | null;
+  readonly traceRows: GPUBuffer | null;
+  readonly tracePositions: number;
+  readonly items: StepItem[] = [];
+  private readonly scratch: Record<string, GPUBuffer> = {};
+
+  private constructor(readonly rt: Runtime, readonly weights: GpuWeights, readonly opts: ForwardOptions) {
+    const cfg = (this.cfg = weights.cfg);
+    const { B, T } = opts;
+    if (T > cfg.nPositions) throw new Error(`sequence length ${T} exceeds n_positions ${cfg.nPositions}`);
+    const C = cfg.nEmbd;
+    const rows = (this.rows = B * T);
+    const mem = rt.memory;
+    const f32 = (name: string, n: number) => mem.storage(name, n * 4);
+    this.ids = f32('input.ids', rows);
+    this.targets = f32('input.targets', rows);
+    this.x = f32('act.x', rows * C);
+    const maxBinding = rt.gpu.limits.maxStorageBufferBindingSize ?? 128 * 2 ** 20;
+    this.rowChunk = opts.keepLogits ? headRowChunk(cfg, rows, maxBinding, Number.POSITIVE_INFINITY) : headRowChunk(cfg, rows, maxBinding);
+    this.vocabChunk = headVocabChunk(cfg, maxBinding);
+    this.logits = f32('act.logits', (opts.keepLogits ? rows : this.rowChunk) * cfg.vocabSize);
+    this.losses = f32('act.losses', rows);
+    this.loss = f32('act.loss', 4);
+    this.lnf = f32('act.lnf', rows * C);
+    this.lnfMean = f32('act.lnf_mean', rows);
+    this.lnfRstd = f32('act.lnf_rstd', rows);
+    const { statsBytes } = attentionBufferBytes({ B, T, C, nHead: cfg.nHead });
+    // Scratch for forward-only blocks (shared by all of them).
+    if (opts.saveFrom > 0) {
+      this.scratch.ln = f32('act.scratch.ln', rows * C);
+      this.scratch.qkv = f32('act.scratch.qkv', rows * 3 * C);
+      this.scratch.att = f32('act.scratch.att', rows * C);
+      this.scratch.fc = f32('act.scratch.fc', rows * cfg.nInner);
+      this.scratch.fcGelu = f32('act.scratch.fc_gelu', rows * cfg.nInner);
+    }
+    let resIn = this.x;
+    for (let l = Math.max(0, opts.saveFrom); l < cfg.nLayer; l++) {
+      const a = `act.h${l}`;
+      const acts: BlockActs = {
+        resIn,
+        ln1: f32(`${a}.ln1`, rows * C),
+        ln1Mean: f32(`${a}.ln1_mean`, rows),
+        ln1Rstd: f32(`${a}.ln1_rstd`, rows),
+        qkv: f32(`${a}.qkv`, rows * 3 * C),
+        att: f32(`${a}.att`, rows * C),
+        attStats: mem.storage(`${a}.att_stats`, statsBytes),
+        res2: f32(`${a}.res2`, rows * C),
+        ln2: f32(`${a}.ln2`, rows * C),
+        ln2Mean: f32(`${a}.ln2_mean`, rows),
+        ln2Rstd: f32(`${a}.ln2_rstd`, rows),
+        fc: f32(`${a}.fc`, rows * cfg.nInner),
+        fcGelu: f32(`${a}.fc_gelu`, rows * cfg.nInner),
+        resOut: f32(`${a}.res3`, rows * C),
+      };
+      this.acts.push(acts);
+      resIn = acts.resOut;
+    }
+    const t = opts.trace;
+    this.tracePositions = t.kind === 'all' ? rows : t.kind === 'rows' ? t.capacity : 0;
+    this.trace = t.kind === 'none' ? null : f32('trace', (cfg.nLayer + 1) * this.tracePositions * C);
+    this.traceRows = t.kind === 'rows' ? mem.storage('trace.rows', 4 * (1 + t.capacity)) : null;
+  }
+
+  static async build(rt: Runtime, weights: GpuWeights, opts: ForwardOptions): Promise<Gpt2Forward> {
+    const f = new Gpt2Forward(rt, weights, opts);
+    await f.buildItems();
+    return f;
+  }
+
+  /** The residual stream after block l (l = −1: after the embeddings). */
+  residualAfter(l: number): GPUBuffer {
+    const first = this.cfg.nLayer - this.acts.length;
+    return l < first ? this.x : this.acts[l - first]!.resOut;
+  }
+
+  /** Byte offset of latent space k's slot in the trace buffer. */
+  traceSlotOffset(k: number): number {
+    return k * this.tracePositions * this.cfg.nEmbd * 4;
+  }
+
+  private async capture(k: number, src: GPUBuffer): Promise<void> {
+    if (!this.trace) return;
+    const C = this.cfg.nEmbd;
+    if (this.opts.trace.kind === 'all') {
+      this.items.push({ copy: { src, srcOffset: 0, dst: this.trace, dstOffset: this.traceSlotOffset(k), bytes: this.rows * C * 4 } });
+    } else {
+      this.items.push(await traceGather(this.rt, { x: src, rows: this.traceRows!, trace: this.trace, C, slotOffset: k * this.tracePositions * C, capacity: this.tracePositions }));
+    }
+  }
+
+  private async buildItems(): Promise<void> {
+    const { rt, cfg, weights: w, opts } = this;
+    const { B, T } = opts;
+    const C = cfg.nEmbd;
+    const H = cfg.nInner;
+    const rows = this.rows;
+    const eps = cfg.layerNormEpsilon;
+    const push = (d: Dispatch | Dispatch[]) => this.items.push(...(Array.isArray(d) ? d : [d]));
+    const copy = (src: GPUBuffer, dst: GPUBuffer) => this.items.push({ copy: { src, srcOffset: 0, dst, dstOffset: 0, bytes: rows * C * 4 } });
+
+    push(await embeddingForward(rt, { ids: this.ids, wte: w.get('wte.weight'), wpe: w.get('wpe.weight'), out: this.x, B, T, C, vocabSize: cfg.vocabSize }));
+    await this.capture(0, this.x);
+
+    const first = cfg.nLayer - this.acts.length;
+    for (let l = 0; l < cfg.nLayer; l++) {
+      const p = (n: string) => w.get(`h.${l}.${n}`);
+      const saved = l >= first ? this.acts[l - first]! : null;
+      const s = this.scratch;
+      const resIn = saved ? saved.resIn : this.x;
+      const ln1 = saved?.ln1 ?? s.ln!;
+      const qkv = saved?.qkv ?? s.qkv!;
+      const att = saved?.att ?? s.att!;
+      const res2 = saved?.res2 ?? this.x;
+      const ln2 = saved?.ln2 ?? s.ln!;
+      const fc = saved?.fc ?? s.fc!;
+      const fcGelu = saved?.fcGelu ?? s.fcGelu!;
+      const resOut = saved?.resOut ?? this.x;
+
+      push(await layernormForward(rt, { inp: resIn, gamma: p('ln_1.weight'), beta: p('ln_1.bias'), out: ln1, mean: saved?.ln1Mean, rstd: saved?.ln1Rstd, rows, C, eps }));
+      push(await matmul(rt, { form: 'nn', M: rows, N: 3 * C, K: C, a: ln1, b: p('attn.c_attn.weight'), bias: p('attn.c_attn.bias'), c: qkv }));
+      push(await attentionForward(rt, { qkv, out: att, stats: saved?.attStats, save: !!saved, B, T, C, nHead: cfg.nHead }));
+      // Residual add fused into the projection: res2 = resIn + att·W + b (copy, then accumulate).
+      if (res2 !== resIn) copy(resIn, res2);
+      push(await matmul(rt, { form: 'nn', M: rows, N: C, K: C, a: att, b: p('attn.c_proj.weight'), bias: p('attn.c_proj.bias'), c: res2, accumulate: true }));
+      push(await layernormForward(rt, { inp: res2, gamma: p('ln_2.weight'), beta: p('ln_2.bias'), out: ln2, mean: saved?.ln2Mean, rstd: saved?.ln2Rstd, rows, C, eps }));
+      push(await matmul(rt, { form: 'nn', M: rows, N: H, K: C, a: ln2, b: p('mlp.c_fc.weight'), bias: p('mlp.c_fc.bias'), c: fc }));
+      push(await geluForward(rt, { inp: fc, out: fcGelu, n: rows * H }));
+      if (resOut !== res2) copy(res2, resOut);
+      push(await matmul(rt, { form: 'nn', M: rows, N: C, K: H, a: fcGelu, b: p('mlp.c_proj.weight'), bias: p('mlp.c_proj.bias'), c: resOut, accumulate: true }));
+      await this.capture(l + 1, resOut);
+    }
+
+    const last = this.residualAfter(cfg.nLayer - 1);
+    push(await layernormForward(rt, { inp: last, gamma: w.get('ln_f.weight'), beta: w.get('ln_f.bias'), out: this.lnf, mean: this.lnfMean, rstd: this.lnfRstd, rows, C, eps }));
+    if (this.opts.keepLogits || this.opts.loss) {
+      for (let r0 = 0; r0 < rows; r0 += this.rowChunk) {
+        const r = Math.min(this.rowChunk, rows - r0);
+        push(await this.headChunk(r0, r));
+        if (this.opts.loss) {
+          const lo = this.opts.keepLogits ? r0 : 0;
+          push(await crossEntropyForward(rt, { logits: this.logitsRange(lo, r), targets: range(this.targets, r0 * 4, r * 4), losses: range(this.losses, r0 * 4, r * 4), rows: r, V: cfg.vocabSize }));
+        }
+      }
+      if (this.opts.loss) push(await lossMean(rt, { losses: this.losses, out: this.loss, rows }));
+    }
+  }
+
+  /** The logits rows [r0, r0+r) as a binding (whole-buffer chunks when streaming). */
+  logitsRange(r0: number, r: number): BufferBinding {
+    const V = this.cfg.vocabSize;
+    return range(this.logits, r0 * V * 4, r * V * 4);
+  }
+
+  /** logits[rows r0..r0+r) = lnf[rows] · headᵀ, over vocabulary chunks that each fit one binding. */
+  async headChunk(r0: number, r: number): Promise<Dispatch[]> {
+    const { cfg, rt } = this;
+    const C = cfg.nEmbd;
+    const V = cfg.vocabSize;
+    const out: Dispatch[] = [];
+    const lo = this.opts.keepLogits ? r0 : 0;
+    for (let v0 = 0; v0 < V; v0 += this.vocabChunk) {
+      const vc = Math.min(this.vocabChunk, V - v0);
+      out.push(await matmul(rt, {
+        form: 'nt', M: r, N: vc, K: C,
+        a: range(this.lnf, r0 * C * 4, r * C * 4),
+        b: range(this.weights.head, v0 * C * 4, vc * C * 4),
+        c: this.logitsRange(lo, r), ldc: V, cOff: v0,
+      }));
+    }
+    return out;
+  }
+
+  /** Upload a batch: ids and (optionally) targets, each B·T token ids. */
+  setBatch(ids: ArrayLike<number>, targets?: ArrayLike<number>): void {
+    const V = this.cfg.vocabSize;
+    const put = (buf: GPUBuffer, xs: ArrayLike<number>, what: string) => {
+      if (xs.length !== this.rows) throw new Error(`${what}: expected ${this.rows} tokens (B·T), got ${xs.length}`);
+      const u = new Uint32Array(this.rows);
+      for (let i = 0; i < this.rows; i++) {
+        const id = xs[i]!;
+        if (!(Number.isInteger(id) && id >= 0 && id < V)) throw new Error(`${what}: token id ${id} at position ${i} is outside the vocabulary (size ${V})`);
+        u[i] = id;
+      }
+      this.rt.memory.write(buf, u);
+    };
+    put(this.ids, ids, 'input');
+    if (targets) put(this.targets, targets, 'targets');
+  }
+
+  /** Positions the trace captures (kind 'rows'): row indices into the B·T batch. */
+  setTraceRows(rowsIdx: ArrayLike<number>): void {
+    if (!this.traceRows) throw new Error('this forward was built without a row trace');
+    if (rowsIdx.length > this.tracePositions) throw new Error(`${rowsIdx.length} trace positions exceed the capacity ${this.tracePositions}`);
+    const u = new Uint32Array(1 + rowsIdx.length);
+    u[0] = rowsIdx.length;
+    for (let i = 0; i < rowsIdx.length; i++) u[1 + i] = rowsIdx[i]!;
+    this.rt.memory.write(this.traceRows, u);
+  }
+
+  async run(label = 'forward'): Promise<void> {
+    await this.rt.steps.run(label, this.items);
+  }
+
+  async readLoss(): Promise<number> {
+    return (await this.rt.memory.readFloat32(this.loss, 0, 1))[0]!;
+  }
+}
+
+export function range(buffer: GPUBuffer, offset: number, size: number): BufferBinding {
+  return offset === 0 && size === buffer.size ? buffer : { buffer, offset, size };
+}
