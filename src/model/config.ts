@@ -63,6 +63,9 @@ export function parseConfig(text: string, file = 'config.json'): ModelConfig {
   if (typeof eps !== 'number' || !(eps > 0)) throw new ConfigError(file, `'layer_norm_epsilon' must be a positive number`);
   const act = String(c.activation_function ?? 'gelu_new');
   if (!TANH_GELUS.has(act)) throw new ConfigError(file, `activation_function '${act}' is not supported (supported: ${[...TANH_GELUS].join(', ')})`);
+  if (c.scale_attn_weights === false) throw new ConfigError(file, `scale_attn_weights false is not supported`);
+  if (c.scale_attn_by_inverse_layer_idx === true) throw new ConfigError(file, `scale_attn_by_inverse_layer_idx true is not supported`);
+  if (c.add_cross_attention === true) throw new ConfigError(file, `add_cross_attention true is not supported (decoder-only models)`);
   const tied = c.tie_word_embeddings ?? true;
   return {
     modelType: 'gpt2',

@@ -1,0 +1,164 @@
+// The GPU side of the analysis: the Gram matrix of the LM head and the deviation reductions over
+// the trace buffer. Only d×d numbers (once per model) and N+1 numbers (per analysis) come back.
+import type { Runtime } from '../gpu/runtime.ts';
+import type { Dispatch, StepItem } from '../gpu/step.ts';
+import { matmul } from '../ops/matmul.ts';
+import { layernormForward } from '../ops/layernorm.ts';
+import { crossEntropyForward } from '../ops/crossentropy.ts';
+import type { ModelConfig } from '../model/config.ts';
+import type { GpuWeights } from '../model/weights.ts';
+import { headVocabChunk, range } from '../model/forward.ts';
+import { AnalysisError, type DeviationReducer, type DeviationRequest, type DeviationResult, type GramProvider } from './types.ts';
+
+/** G = WᵀW of the head W [V, d], accumulated over vocabulary chunks that each fit one binding. */
+export class GpuGram implements GramProvider {
+  constructor(private readonly rt: Runtime, private readonly weights: GpuWeights) {}
+
+  async gram(): Promise<{ d: number; data: Float32Array }> {
+    const { rt, weights } = this;
+    const cfg = weights.cfg;
+    const d = cfg.nEmbd;
+    const V = cfg.vocabSize;
+    const maxBinding = rt.gpu.limits.maxStorageBufferBindingSize ?? 128 * 2 ** 20;
+    const chunk = headVocabChunk(cfg, maxBinding);
+    const out = rt.memory.storage('analysis.gram', d * d * 4);
+    try {
+      const items: Dispatch[] = [];
+      for (let v0 = 0; v0 < V; v0 += chunk) {
+        const vc = Math.min(chunk, V - v0);
+        const w = range(weights.head, v0 * d * 4, vc * d * 4);
+        // tn: C[d, d] = Aᵀ·B with A = B = W[v0:v0+vc] stored [K = vc, M = d].
+        items.push(await matmul(rt, { form: 'tn', M: d, N: d, K: vc, a: w, b: w, c: out, accumulate: v0 > 0 }));
+      }
+      await rt.steps.run('gram', items);
+      return { d, data: await rt.memory.readFloat32(out, 0, d * d) };
+    } finally {
+      rt.memory.destroy(out);
+    }
+  }
+}
+
+export interface TraceView {
+  /** [N+1, P, C] raw residual stream. */
+  trace: GPUBuffer;
+  /** Positions per latent space in the buffer (its capacity). */
+  positions: number;
+  /** Positions actually analysed (≤ positions): the first `count` of each space. */
+  count: number;
+}
+
+/**
+ * Cosine and contrastive deviations on the GPU from a trace already on the device; lens runs the
+ * head over each latent space in row chunks and reduces the cross-entropy.
+ */
+export class GpuDeviationReducer implements DeviationReducer {
+  readonly name = 'gpu';
+
+  constructor(
+    private readonly rt: Runtime,
+    private readonly weights: GpuWeights,
+    private readonly view: TraceView,
+    private readonly finalNorm: boolean,
+  ) {}
+
+  private get cfg(): ModelConfig {
+    return this.weights.cfg;
+  }
+
+  async reduce(req: DeviationRequest): Promise<DeviationResult> {
+    const P = this.view.count;
+    if (req.targets.length !== P) throw new AnalysisError(`deviation: ${req.targets.length} targets for ${P} positions`);
+    if (P === 0) throw new AnalysisError('deviation: no positions to analyse');
+    const deviations = req.metric === 'lens' ? await this.lens(req) : await this.cosine(req);
+    return { metric: req.metric, deviations, positions: P };
+  }
+
+  private async cosine(req: DeviationRequest): Promise<number[]> {
+    const { rt, cfg, view } = this;
+    const bases = req.bases;
+    if (!bases) throw new AnalysisError(`deviation '${req.metric}' needs the semantic bases`);
+    const C = cfg.nEmbd;
+    const P = view.count;
+    const spaces = cfg.nLayer + 1;
+    const rowOf = new Map<number, number>();
+    bases.tokens.forEach((t, r) => rowOf.set(t, r));
+    const lookup = (t: number, what: string) => {
+      const r = rowOf.get(t);
+      if (r === undefined) throw new AnalysisError(`deviation: no basis for ${what} token ${t}`);
+      return r;
+    };
+    const targetBase = Uint32Array.from(req.targets, (t) => lookup(t, 'target'));
+    const contrastive = req.metric === 'contrastive';
+    if (contrastive && !(req.labels && req.labels.length > 0)) throw new AnalysisError("deviation 'contrastive' needs the label tokens (classification data)");
+    const labelBase = Uint32Array.from(contrastive ? req.labels! : [0], (t) => (contrastive ? lookup(t, 'label') : 0));
+    const mem = rt.memory;
+    const basesBuf = mem.upload('analysis.bases', Float32Array.from(bases.data));
+    const targetBuf = mem.upload('analysis.target_base', targetBase);
+    const labelBuf = mem.upload('analysis.label_base', labelBase);
+    const values = mem.storage('analysis.values', spaces * view.positions * 4);
+    const dev = mem.storage('analysis.dev', spaces * 4);
+    try {
+      const overrides = { FINAL_NORM: this.finalNorm, CONTRASTIVE: contrastive };
+      const perPos = await rt.kernels.kernel('deviation', 'per_position', overrides);
+      const meanK = await rt.kernels.kernel('deviation', 'mean', overrides);
+      const buffers = { trace: view.trace, bases: basesBuf, targetBase: targetBuf, labelBase: labelBuf, gamma: this.weights.get('ln_f.weight'), beta: this.weights.get('ln_f.bias'), values, dev };
+      const uni = { C, P, stride: view.positions, nLabels: contrastive ? req.labels!.length : 0, eps: cfg.layerNormEpsilon };
+      const items: StepItem[] = [];
+      const zDim = Math.ceil(P / 65535);
+      items.push({ bound: rt.kernels.bind(perPos, buffers, uni), workgroups: [Math.min(P, 65535), spaces, zDim] });
+      items.push({ bound: rt.kernels.bind(meanK, buffers, uni), workgroups: [spaces] });
+      await rt.steps.run('deviation', items);
+      return Array.from(await mem.readFloat32(dev, 0, spaces));
+    } finally {
+      for (const b of [basesBuf, targetBuf, labelBuf, values, dev]) mem.destroy(b);
+    }
+  }
+
+  /** Logit lens: D_k = mean CE of softmax(W·norm(h_k)) against y, head applied in row chunks. */
+  private async lens(req: DeviationRequest): Promise<number[]> {
+    const { rt, cfg, view } = this;
+    const C = cfg.nEmbd;
+    const V = cfg.vocabSize;
+    const P = view.count;
+    const maxBinding = rt.gpu.limits.maxStorageBufferBindingSize ?? 128 * 2 ** 20;
+    const rowChunk = Math.max(1, Math.min(P, Math.floor(Math.min(maxBinding, 64 * 2 ** 20) / (V * 4))));
+    const vocabChunk = headVocabChunk(cfg, maxBinding);
+    const mem = rt.memory;
+    const normed = mem.storage('analysis.lens.normed', P * C * 4);
+    const logits = mem.storage('analysis.lens.logits', rowChunk * V * 4);
+    const losses = mem.storage('analysis.lens.losses', P * 4);
+    const targets = mem.upload('analysis.lens.targets', Uint32Array.from(req.targets));
+    const out: number[] = [];
+    try {
+      for (let k = 0; k <= cfg.nLayer; k++) {
+        const items: Dispatch[] = [];
+        const slot = range(view.trace, k * view.positions * C * 4, P * C * 4);
+        if (this.finalNorm) {
+          items.push(await layernormForward(rt, { inp: slot, gamma: this.weights.get('ln_f.weight'), beta: this.weights.get('ln_f.bias'), out: normed, rows: P, C, eps: cfg.layerNormEpsilon }));
+        }
+        const src = this.finalNorm ? normed : slot;
+        for (let r0 = 0; r0 < P; r0 += rowChunk) {
+          const r = Math.min(rowChunk, P - r0);
+          for (let v0 = 0; v0 < V; v0 += vocabChunk) {
+            const vc = Math.min(vocabChunk, V - v0);
+            items.push(await matmul(rt, {
+              form: 'nt', M: r, N: vc, K: C,
+              a: src === normed ? range(normed, r0 * C * 4, r * C * 4) : range(view.trace, (k * view.positions + r0) * C * 4, r * C * 4),
+              b: range(this.weights.head, v0 * C * 4, vc * C * 4),
+              c: range(logits, 0, r * V * 4), ldc: V, cOff: v0,
+            }));
+          }
+          items.push(await crossEntropyForward(rt, { logits: range(logits, 0, r * V * 4), targets: range(targets, r0 * 4, r * 4), losses: range(losses, r0 * 4, r * 4), rows: r, V }));
+        }
+        await rt.steps.run(`lens ${k}`, items);
+        const l = await mem.readFloat32(losses, 0, P);
+        let s = 0;
+        for (const x of l) s += x;
+        out.push(s / P);
+      }
+      return out;
+    } finally {
+      for (const b of [normed, logits, losses, targets]) mem.destroy(b);
+    }
+  }
+}

@@ -1,0 +1,34 @@
+// The whole GPT-2 forward against Hugging Face transformers (fixtures from test/fixtures/make_fixtures.py):
+// logits, every hidden state and the loss within 1e-4 relative.
+import { describe, expect, it } from 'vitest';
+import { Gpt2Forward } from '../src/model/forward.ts';
+import { GpuWeights, hostParams } from '../src/model/weights.ts';
+import { FIXTURE_MODELS, fixture } from './util/fixtures.ts';
+import { relError, runtime } from './util/gpu.ts';
+
+describe.each(FIXTURE_MODELS)('GPT-2 forward matches transformers: %s', (name) => {
+  it('logits, hidden states (trace) and loss', async () => {
+    const rt = await runtime();
+    const f = fixture(name);
+    const cfg = f.config;
+    const weights = GpuWeights.upload(rt, cfg, hostParams({ config: cfg, weights: f.model }));
+    const fwd = await Gpt2Forward.build(rt, weights, { B: f.B, T: f.T, saveFrom: cfg.nLayer, trace: { kind: 'all' }, loss: true, keepLogits: true });
+    fwd.setBatch(f.inputIds, f.targets);
+    await fwd.run();
+    const rows = f.B * f.T;
+    const C = cfg.nEmbd;
+    const logits = await rt.memory.readFloat32(fwd.logits, 0, rows * cfg.vocabSize);
+    expect(relError(logits, f.ref.getFloat32('logits')), 'logits').toBeLessThan(1e-4);
+    for (let k = 0; k < cfg.nLayer; k++) {
+      const h = await rt.memory.readFloat32(fwd.trace!, k * rows * C, rows * C);
+      expect(relError(h, f.ref.getFloat32(`hidden_states.${k}`)), `hidden_states.${k}`).toBeLessThan(1e-4);
+    }
+    const last = await rt.memory.readFloat32(fwd.trace!, cfg.nLayer * rows * C, rows * C);
+    expect(relError(last, f.ref.getFloat32(`residual.${cfg.nLayer}`)), 'residual before ln_f').toBeLessThan(1e-4);
+    const lnf = await rt.memory.readFloat32(fwd.lnf, 0, rows * C);
+    expect(relError(lnf, f.ref.getFloat32(`hidden_states.${cfg.nLayer}`)), `hidden_states.${cfg.nLayer} (after ln_f)`).toBeLessThan(1e-4);
+    const loss = await fwd.readLoss();
+    const refLoss = f.ref.getFloat32('loss')[0]!;
+    expect(Math.abs(loss - refLoss) / refLoss, `loss ${loss} vs ${refLoss}`).toBeLessThan(1e-4);
+  });
+});
