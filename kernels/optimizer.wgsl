@@ -25,7 +25,7 @@
 // alpha=wd), coupled L2 decay, only when DECAY), θ ← fma(g', −lr, θ) (param.add_(g', alpha=-lr)).
 // fma() is where ATen's AVX2 kernels use _mm256_fmadd_ps. Measured on lavapipe: every step is
 // bit-identical to an f32 emulation of the ops above except the fma()s, which lavapipe evaluates
-// as a multiply then an add (so ~1/3 of the m values and ~1% of the parameters differ by 1–2 ulp
+// as a multiply then an add (so ~1/3 of the m values and ~0.5% of the parameters differ by an ulp
 // from torch's vectorised path; they equal torch's scalar-tail path). No other contraction seen.
 
 override WG: u32 = 256;          // invocations per workgroup (power of two for the reductions)

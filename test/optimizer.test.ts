@@ -155,17 +155,19 @@ function expectClose(label: string, seed: number, out: Float32Array, ref: Float6
   expect(relError(out, ref), `seed ${seed} ${label}`).toBeLessThanOrEqual(tol);
 }
 
-/** Fraction of elements bit-identical to the f32 emulation of torch, and the largest ulp distance. */
-function bitAgreement(a: Float32Array, b: Float32Array): { same: number; maxUlp: number } {
-  const ia = new Int32Array(a.buffer, a.byteOffset, a.length);
-  const ib = new Int32Array(b.buffer, b.byteOffset, b.length);
+/**
+ * Fraction of elements bit-identical to the f32 emulation of torch, and the largest difference in
+ * units of 2^-23 (one ulp at magnitude 1: the parameters are in about [-1, 1], and where an update
+ * cancels most of a parameter the ulp of the result says nothing about the arithmetic).
+ */
+function bitAgreement(a: Float32Array, b: Float32Array): { same: number; maxUlp1: number } {
   let same = 0;
-  let maxUlp = 0;
+  let maxDiff = 0;
   for (let i = 0; i < a.length; i++) {
-    if (ia[i] === ib[i]) same++;
-    else maxUlp = Math.max(maxUlp, Math.abs(ia[i]! - ib[i]!));
+    if (Object.is(a[i], b[i])) same++;
+    else maxDiff = Math.max(maxDiff, Math.abs(a[i]! - b[i]!));
   }
-  return { same: same / a.length, maxUlp };
+  return { same: same / a.length, maxUlp1: maxDiff / 2 ** -23 };
 }
 
 describe('AdamW', () => {
@@ -179,11 +181,11 @@ describe('AdamW', () => {
     // The parameters really moved, and decay made a difference where it applies.
     expect(relError(r.gpu[0]!.theta, r.initial[0]!)).toBeGreaterThan(1e-3);
     // Against an f32 emulation of torch's op order (true FMAs): (nearly) bit-identical. lavapipe
-    // evaluates WGSL fma() unfused, so ~1% of elements land 1–2 ulp away.
+    // evaluates WGSL fma() unfused, so ~0.5% of elements land an ulp away.
     const agree = bitAgreement(r.gpu[0]!.theta, r.f32[0]!.theta);
-    console.log(`AdamW vs f32 torch emulation: ${(agree.same * 100).toFixed(2)}% bit-identical, max ${agree.maxUlp} ulp`);
-    expect(agree.same).toBeGreaterThan(0.9);
-    expect(agree.maxUlp).toBeLessThanOrEqual(4);
+    console.log(`AdamW vs f32 torch emulation: ${(agree.same * 100).toFixed(2)}% bit-identical, largest difference ${agree.maxUlp1.toFixed(2)}·2^-23`);
+    expect(agree.same, `seed ${r.seed}`).toBeGreaterThan(0.9);
+    expect(agree.maxUlp1, `seed ${r.seed}`).toBeLessThanOrEqual(4);
   });
 
   it('weight decay 0 leaves decaying and non-decaying tensors identical', async () => {
