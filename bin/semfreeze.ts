@@ -4,6 +4,7 @@ import { Command } from 'commander';
 import { UserError, parseFloatOption, parseIntOption } from '../src/cli/common.ts';
 import { doctor } from '../src/cli/doctor.ts';
 import { evalCommand } from '../src/cli/eval.ts';
+import { finetuneCommand } from '../src/cli/finetune.ts';
 import { generateCommand } from '../src/cli/generate.ts';
 import { traceCommand } from '../src/cli/trace.ts';
 import { NoAdapterError } from '../src/gpu/device.ts';
@@ -55,6 +56,38 @@ program
   .option('--seed <s>', 'random seed for sampling', int('--seed'), 1)
   .option('--json', 'print the token ids as JSON')
   .action(async (o) => { await generateCommand({ model: o.model, prompt: o.prompt, tokens: o.tokens, maxTokens: o.maxTokens, temperature: o.temperature, seed: o.seed, json: o.json }); });
+
+program
+  .command('finetune')
+  .description('fine-tune the blocks above a freeze boundary (the backward stops there) and save a Hugging Face checkpoint')
+  .requiredOption('--model <dir>', 'Hugging Face model directory')
+  .requiredOption('--data <file>', 'training data: .txt, .json token ids or llm.c .bin')
+  .option('--eval <file>', 'held-out data, evaluated every --eval-every steps')
+  .requiredOption('--freeze <K>', "none (train everything), K (freeze embeddings and blocks 0..K-1), or auto (SALF analysis)")
+  .requiredOption('--steps <n>', 'optimizer steps', int('--steps', 1))
+  .option('--batch <B>', 'sequences per micro-batch', int('--batch', 1), 4)
+  .requiredOption('--seq <T>', 'sequence length', int('--seq', 1))
+  .option('--lr <x>', 'peak learning rate', num('--lr'), 1e-4)
+  .option('--optimizer <name>', 'adamw or sgd', 'adamw')
+  .option('--weight-decay <x>', 'decoupled weight decay (matrices and embeddings only)', num('--weight-decay'), 0.0)
+  .option('--clip <x>', 'global gradient-norm clipping threshold; 0 = off', num('--clip'), 1.0)
+  .option('--warmup <n>', 'linear warmup steps', int('--warmup'), 0)
+  .option('--schedule <kind>', 'cosine or constant', 'cosine')
+  .option('--accum <n>', 'micro-batches per optimizer step', int('--accum', 1), 1)
+  .option('--seed <s>', 'data order seed', int('--seed'), 1)
+  .option('--no-shuffle', 'take windows in order from the start of the data')
+  .option('--eval-every <n>', 'evaluate every n steps', int('--eval-every', 1), 50)
+  .option('--eval-windows <n>', 'windows of --eval data per evaluation', int('--eval-windows', 1), 16)
+  .option('--log-every <n>', 'read back and print the loss every n steps', int('--log-every', 1), 1)
+  .option('--save-every <n>', 'also checkpoint every n steps (0 = only at the end)', int('--save-every'), 0)
+  .requiredOption('--out <dir>', 'checkpoint directory (Hugging Face format + optimizer state + train-log.json)')
+  .option('--resume <dir>', 'continue a run from its checkpoint directory')
+  .option('--json', 'print the train log as JSON at the end')
+  .action(async (o) => {
+    if (o.optimizer !== 'adamw' && o.optimizer !== 'sgd') throw new UserError(`--optimizer must be adamw or sgd, got '${o.optimizer}'`);
+    if (o.schedule !== 'cosine' && o.schedule !== 'constant') throw new UserError(`--schedule must be cosine or constant, got '${o.schedule}'`);
+    await finetuneCommand({ ...o, shuffle: o.shuffle !== false });
+  });
 
 async function main(): Promise<void> {
   try {

@@ -12,10 +12,11 @@ override FINAL_NORM: bool = true;
 override CONTRASTIVE: bool = false;
 const WG = 64u;
 
-// P positions analysed; `stride` positions per space in the trace (its capacity, ≥ P).
-struct Params { C: u32, P: u32, stride: u32, nLabels: u32, eps: f32 }
+// P positions analysed; `stride` positions per space in `values` (≥ P); `slotElems` elements per
+// space in the trace (its capacity·C, padded).
+struct Params { C: u32, P: u32, stride: u32, slotElems: u32, nLabels: u32, eps: f32 }
 
-@group(0) @binding(0) var<storage, read> trace: array<f32>;        // [N+1, P, C]
+@group(0) @binding(0) var<storage, read> trace: array<f32>;        // [N+1, slotElems]
 @group(0) @binding(1) var<storage, read> bases: array<f32>;        // [U, C]
 @group(0) @binding(2) var<storage, read> targetBase: array<u32>;   // [P] row of bases for each position's target
 @group(0) @binding(3) var<storage, read> labelBase: array<u32>;    // [nLabels] rows of bases (contrastive)
@@ -63,7 +64,7 @@ fn per_position(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_
   let k = wg.y;
   if (i >= p.P) { return; }
   let C = p.C;
-  let base = (k * p.stride + i) * C;
+  let base = k * p.slotElems + i * C;
   var mean = 0.0;
   var rstd = 1.0;
   if (FINAL_NORM) {

@@ -20,10 +20,10 @@ describe.each(FIXTURE_MODELS)('GPT-2 forward matches transformers: %s', (name) =
     const logits = await rt.memory.readFloat32(fwd.logits, 0, rows * cfg.vocabSize);
     expect(relError(logits, f.ref.getFloat32('logits')), 'logits').toBeLessThan(1e-4);
     for (let k = 0; k < cfg.nLayer; k++) {
-      const h = await rt.memory.readFloat32(fwd.trace!, k * rows * C, rows * C);
+      const h = await rt.memory.readFloat32(fwd.trace!, k * fwd.traceSlotElems, rows * C);
       expect(relError(h, f.ref.getFloat32(`hidden_states.${k}`)), `hidden_states.${k}`).toBeLessThan(1e-4);
     }
-    const last = await rt.memory.readFloat32(fwd.trace!, cfg.nLayer * rows * C, rows * C);
+    const last = await rt.memory.readFloat32(fwd.trace!, cfg.nLayer * fwd.traceSlotElems, rows * C);
     expect(relError(last, f.ref.getFloat32(`residual.${cfg.nLayer}`)), 'residual before ln_f').toBeLessThan(1e-4);
     const lnf = await rt.memory.readFloat32(fwd.lnf, 0, rows * C);
     expect(relError(lnf, f.ref.getFloat32(`hidden_states.${cfg.nLayer}`)), `hidden_states.${cfg.nLayer} (after ln_f)`).toBeLessThan(1e-4);

@@ -7,7 +7,7 @@ import { layernormForward } from '../ops/layernorm.ts';
 import { crossEntropyForward } from '../ops/crossentropy.ts';
 import type { ModelConfig } from '../model/config.ts';
 import type { GpuWeights } from '../model/weights.ts';
-import { headVocabChunk, range } from '../model/forward.ts';
+import { headRowChunk, headVocabChunk, range } from '../model/forward.ts';
 import { AnalysisError, type DeviationReducer, type DeviationRequest, type DeviationResult, type GramProvider } from './types.ts';
 
 /** G = WᵀW of the head W [V, d], accumulated over vocabulary chunks that each fit one binding. */
@@ -43,6 +43,8 @@ export interface TraceView {
   trace: GPUBuffer;
   /** Positions per latent space in the buffer (its capacity). */
   positions: number;
+  /** Elements per latent space (capacity·C padded to 64: each slot starts 256-byte aligned). */
+  slotElems: number;
   /** Positions actually analysed (≤ positions): the first `count` of each space. */
   count: number;
 }
@@ -102,7 +104,7 @@ export class GpuDeviationReducer implements DeviationReducer {
       const perPos = await rt.kernels.kernel('deviation', 'per_position', overrides);
       const meanK = await rt.kernels.kernel('deviation', 'mean', overrides);
       const buffers = { trace: view.trace, bases: basesBuf, targetBase: targetBuf, labelBase: labelBuf, gamma: this.weights.get('ln_f.weight'), beta: this.weights.get('ln_f.bias'), values, dev };
-      const uni = { C, P, stride: view.positions, nLabels: contrastive ? req.labels!.length : 0, eps: cfg.layerNormEpsilon };
+      const uni = { C, P, stride: view.positions, slotElems: view.slotElems, nLabels: contrastive ? req.labels!.length : 0, eps: cfg.layerNormEpsilon };
       const items: StepItem[] = [];
       const zDim = Math.ceil(P / 65535);
       items.push({ bound: rt.kernels.bind(perPos, buffers, uni), workgroups: [Math.min(P, 65535), spaces, zDim] });
@@ -121,7 +123,7 @@ export class GpuDeviationReducer implements DeviationReducer {
     const V = cfg.vocabSize;
     const P = view.count;
     const maxBinding = rt.gpu.limits.maxStorageBufferBindingSize ?? 128 * 2 ** 20;
-    const rowChunk = Math.max(1, Math.min(P, Math.floor(Math.min(maxBinding, 64 * 2 ** 20) / (V * 4))));
+    const rowChunk = headRowChunk(cfg, P, maxBinding);
     const vocabChunk = headVocabChunk(cfg, maxBinding);
     const mem = rt.memory;
     const normed = mem.storage('analysis.lens.normed', P * C * 4);
@@ -132,7 +134,7 @@ export class GpuDeviationReducer implements DeviationReducer {
     try {
       for (let k = 0; k <= cfg.nLayer; k++) {
         const items: Dispatch[] = [];
-        const slot = range(view.trace, k * view.positions * C * 4, P * C * 4);
+        const slot = range(view.trace, k * view.slotElems * 4, P * C * 4);
         if (this.finalNorm) {
           items.push(await layernormForward(rt, { inp: slot, gamma: this.weights.get('ln_f.weight'), beta: this.weights.get('ln_f.bias'), out: normed, rows: P, C, eps: cfg.layerNormEpsilon }));
         }
@@ -143,12 +145,12 @@ export class GpuDeviationReducer implements DeviationReducer {
             const vc = Math.min(vocabChunk, V - v0);
             items.push(await matmul(rt, {
               form: 'nt', M: r, N: vc, K: C,
-              a: src === normed ? range(normed, r0 * C * 4, r * C * 4) : range(view.trace, (k * view.positions + r0) * C * 4, r * C * 4),
+              a: src === normed ? range(normed, r0 * C * 4, r * C * 4) : range(view.trace, (k * view.slotElems + r0 * C) * 4, r * C * 4),
               b: range(this.weights.head, v0 * C * 4, vc * C * 4),
               c: range(logits, 0, r * V * 4), ldc: V, cOff: v0,
             }));
           }
-          items.push(await crossEntropyForward(rt, { logits: range(logits, 0, r * V * 4), targets: range(targets, r0 * 4, r * 4), losses: range(losses, r0 * 4, r * 4), rows: r, V }));
+          items.push(await crossEntropyForward(rt, { logits: range(logits, 0, r * V * 4), targets, losses, rowOff: r0, rows: r, V }));
         }
         await rt.steps.run(`lens ${k}`, items);
         const l = await mem.readFloat32(losses, 0, P);

@@ -17,11 +17,11 @@ export async function traceCommand(o: { model: string; tokens?: string; text?: s
   const tensors: TensorToWrite[] = [];
   // HF's output_hidden_states: spaces 0..N−1 are the raw residual stream, the last is after ln_f.
   for (let k = 0; k < cfg.nLayer; k++) {
-    const data = await rt.memory.readFloat32(fwd.trace!, (k * T * C), T * C);
+    const data = await rt.memory.readFloat32(fwd.trace!, k * fwd.traceSlotElems, T * C);
     tensors.push({ name: `hidden_states.${k}`, dtype: 'F32', shape: [T, C], data });
   }
   tensors.push({ name: `hidden_states.${cfg.nLayer}`, dtype: 'F32', shape: [T, C], data: await rt.memory.readFloat32(fwd.lnf, 0, T * C) });
-  tensors.push({ name: 'residual.final', dtype: 'F32', shape: [T, C], data: await rt.memory.readFloat32(fwd.trace!, cfg.nLayer * T * C, T * C) });
+  tensors.push({ name: 'residual.final', dtype: 'F32', shape: [T, C], data: await rt.memory.readFloat32(fwd.trace!, cfg.nLayer * fwd.traceSlotElems, T * C) });
   tensors.push({ name: 'logits', dtype: 'F32', shape: [T, cfg.vocabSize], data: await rt.memory.readFloat32(fwd.logits, 0, T * cfg.vocabSize) });
   tensors.push({ name: 'input_ids', dtype: 'I32', shape: [T], data: Int32Array.from(ids) });
   await writeFileAtomic(o.out, serializeSafetensors(tensors, { model: o.model, format: 'semfreeze-trace', convention: 'hidden_states.N is after ln_f (Hugging Face output_hidden_states); residual.final is before it' }));

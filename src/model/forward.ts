@@ -15,7 +15,7 @@ import { attentionBufferBytes, attentionForward } from '../ops/attention.ts';
 import { layernormForward } from '../ops/layernorm.ts';
 import { geluForward } from '../ops/gelu.ts';
 import { embeddingForward } from '../ops/embedding.ts';
-import { crossEntropyForward, lossMean } from '../ops/crossentropy.ts';
+import { crossEntropyForward, crossEntropyLossSum } from '../ops/crossentropy.ts';
 import { traceGather } from '../ops/trace.ts';
 import type { ModelConfig } from './config.ts';
 import type { GpuWeights } from './weights.ts';
@@ -97,6 +97,8 @@ export class Gpt2Forward {
   readonly trace: GPUBuffer | null;
   readonly traceRows: GPUBuffer | null;
   readonly tracePositions: number;
+  /** Elements per latent space in the trace: positions·C rounded up to 64 (slots start 256-byte aligned). */
+  readonly traceSlotElems: number;
   readonly items: StepItem[] = [];
   private readonly scratch: Record<string, GPUBuffer> = {};
 
@@ -153,7 +155,8 @@ export class Gpt2Forward {
     }
     const t = opts.trace;
     this.tracePositions = t.kind === 'all' ? rows : t.kind === 'rows' ? t.capacity : 0;
-    this.trace = t.kind === 'none' ? null : f32('trace', (cfg.nLayer + 1) * this.tracePositions * C);
+    this.traceSlotElems = Math.ceil((this.tracePositions * C) / 64) * 64;
+    this.trace = t.kind === 'none' ? null : f32('trace', (cfg.nLayer + 1) * this.traceSlotElems);
     this.traceRows = t.kind === 'rows' ? mem.storage('trace.rows', 4 * (1 + t.capacity)) : null;
   }
 
@@ -171,7 +174,7 @@ export class Gpt2Forward {
 
   /** Byte offset of latent space k's slot in the trace buffer. */
   traceSlotOffset(k: number): number {
-    return k * this.tracePositions * this.cfg.nEmbd * 4;
+    return k * this.traceSlotElems * 4;
   }
 
   private async capture(k: number, src: GPUBuffer): Promise<void> {
@@ -180,7 +183,7 @@ export class Gpt2Forward {
     if (this.opts.trace.kind === 'all') {
       this.items.push({ copy: { src, srcOffset: 0, dst: this.trace, dstOffset: this.traceSlotOffset(k), bytes: this.rows * C * 4 } });
     } else {
-      this.items.push(await traceGather(this.rt, { x: src, rows: this.traceRows!, trace: this.trace, C, slotOffset: k * this.tracePositions * C, capacity: this.tracePositions }));
+      this.items.push(await traceGather(this.rt, { x: src, rows: this.traceRows!, trace: this.trace, C, slotOffset: k * this.traceSlotElems, capacity: this.tracePositions }));
     }
   }
 
@@ -194,7 +197,7 @@ export class Gpt2Forward {
     const push = (d: Dispatch | Dispatch[]) => this.items.push(...(Array.isArray(d) ? d : [d]));
     const copy = (src: GPUBuffer, dst: GPUBuffer) => this.items.push({ copy: { src, srcOffset: 0, dst, dstOffset: 0, bytes: rows * C * 4 } });
 
-    push(await embeddingForward(rt, { ids: this.ids, wte: w.get('wte.weight'), wpe: w.get('wpe.weight'), out: this.x, B, T, C, vocabSize: cfg.vocabSize }));
+    push(await embeddingForward(rt, { ids: this.ids, ...this.wteParts(), wpe: w.get('wpe.weight'), out: this.x, B, T, C }));
     await this.capture(0, this.x);
 
     const first = cfg.nLayer - this.acts.length;
@@ -234,11 +237,21 @@ export class Gpt2Forward {
         push(await this.headChunk(r0, r));
         if (this.opts.loss) {
           const lo = this.opts.keepLogits ? r0 : 0;
-          push(await crossEntropyForward(rt, { logits: this.logitsRange(lo, r), targets: range(this.targets, r0 * 4, r * 4), losses: range(this.losses, r0 * 4, r * 4), rows: r, V: cfg.vocabSize }));
+          push(await crossEntropyForward(rt, { logits: this.logitsRange(lo, r), targets: this.targets, losses: this.losses, rowOff: r0, rows: r, V: cfg.vocabSize }));
         }
       }
-      if (this.opts.loss) push(await lossMean(rt, { losses: this.losses, out: this.loss, rows }));
+      if (this.opts.loss) push(await crossEntropyLossSum(rt, { losses: this.losses, n: rows, total: this.loss, scale: 1 / rows }));
     }
+  }
+
+  /** The token embedding as row ranges that each fit one binding (GPT-2's f32 wte is 154 MB). */
+  wteParts(): { wte: BufferBinding[]; partRows: number } {
+    const V = this.cfg.vocabSize;
+    const C = this.cfg.nEmbd;
+    const wte = this.weights.get('wte.weight');
+    const parts: BufferBinding[] = [];
+    for (let v0 = 0; v0 < V; v0 += this.vocabChunk) parts.push(range(wte, v0 * C * 4, Math.min(this.vocabChunk, V - v0) * C * 4));
+    return { wte: parts, partRows: this.vocabChunk };
   }
 
   /** The logits rows [r0, r0+r) as a binding (whole-buffer chunks when streaming). */

@@ -1,0 +1,160 @@
+// `semfreeze finetune`: fine-tune the blocks above the freeze boundary, save a Hugging Face checkpoint.
+import { windows } from '../data/tokens.ts';
+import { Gpt2Forward } from '../model/forward.ts';
+import { GpuWeights, hostParams, readModelDir } from '../model/weights.ts';
+import { nodePlatform } from '../platform/node.ts';
+import { TrainingGraph } from '../train/graph.ts';
+import { makeSchedule, describeSchedule, type ScheduleKind } from '../train/schedule.ts';
+import { BatchLoader, Trainer, type LoaderState } from '../train/trainer.ts';
+import type { OptimizerKind } from '../train/optimizer.ts';
+import { readResumeState, writeCheckpoint } from './checkpoint.ts';
+import { ProgressLine, UserError, formatEta, openRuntime, printJson, progress } from './common.ts';
+import { loadTokens } from './model.ts';
+
+export interface FinetuneOptions {
+  model: string;
+  data: string;
+  eval?: string;
+  freeze: string;
+  steps: number;
+  batch: number;
+  seq: number;
+  lr: number;
+  optimizer: OptimizerKind;
+  weightDecay: number;
+  clip: number;
+  warmup: number;
+  schedule: ScheduleKind;
+  accum: number;
+  seed: number;
+  shuffle: boolean;
+  evalEvery: number;
+  evalWindows: number;
+  logEvery: number;
+  saveEvery: number;
+  out: string;
+  resume?: string;
+  json?: boolean;
+  /** Resolves --freeze auto (the SALF analysis); absent = not available. */
+  autoFreeze?: (ctx: { model: string; data: string; seq: number; batch: number }) => Promise<number>;
+}
+
+export interface TrainLogEntry {
+  step: number;
+  loss?: number;
+  evalLoss?: number;
+  lr: number;
+  ms: number;
+  tokensPerSecond: number;
+}
+
+export function parseFreeze(text: string, nLayer: number): number | null | 'auto' {
+  if (text === 'none') return null;
+  if (text === 'auto') return 'auto';
+  const k = Number(text);
+  if (!Number.isInteger(k) || k < 0) throw new UserError(`--freeze must be none, auto or a block count 0..${nLayer}, got '${text}'`);
+  if (k > nLayer) throw new UserError(`--freeze ${k}: the model has only ${nLayer} blocks (0 ≤ K ≤ ${nLayer})`);
+  return k;
+}
+
+export async function finetuneCommand(o: FinetuneOptions): Promise<{ log: TrainLogEntry[]; freeze: number | null }> {
+  const modelDir = o.resume ?? o.model;
+  const files = await readModelDir(nodePlatform, modelDir);
+  const cfg = files.config;
+  if (o.seq > cfg.nPositions) throw new UserError(`--seq ${o.seq} exceeds the model's context n_positions = ${cfg.nPositions}`);
+  const resume = o.resume ? await readResumeState(o.resume) : null;
+  let freezeArg = resume ? String((resume.state.freeze as number | null) ?? 'none') : o.freeze;
+  let freeze = parseFreeze(freezeArg, cfg.nLayer);
+  if (freeze === 'auto') {
+    if (!o.autoFreeze) throw new UserError('--freeze auto: the SALF analysis is not available in this build');
+    freeze = await o.autoFreeze({ model: o.model, data: o.data, seq: o.seq, batch: o.batch });
+    freezeArg = String(freeze);
+    progress(`--freeze auto: the analysis chose K = ${freeze} (blocks 0..${freeze - 1} and the embeddings frozen)`);
+  }
+  const ids = await loadTokens(o.data, files);
+  const win = windows(ids, o.seq, o.data);
+  const evalWin = o.eval ? windows(await loadTokens(o.eval, files), o.seq, o.eval) : null;
+
+  const rt = await openRuntime();
+  const weights = GpuWeights.upload(rt, cfg, hostParams(files));
+  const graph = await TrainingGraph.build(rt, weights, { B: o.batch, T: o.seq, freeze, accum: o.accum }, { kind: o.optimizer, weightDecay: o.weightDecay, maxGradNorm: o.clip });
+  const schedule = makeSchedule({ kind: o.schedule, lr: o.lr, warmup: o.warmup, totalSteps: o.steps });
+  const trainer = new Trainer(graph, schedule, o.clip);
+  const loader = new BatchLoader(win, o.batch, o.shuffle, o.seed);
+  let log: TrainLogEntry[] = [];
+  if (resume) {
+    graph.optimizer.loadStateTensors(resume.optimizer as { name: string; data: Float32Array }[]);
+    trainer.step = resume.state.step as number;
+    loader.restore(resume.state.loader as LoaderState);
+    log = resume.log as TrainLogEntry[];
+    progress(`resuming ${o.resume} at step ${trainer.step}`);
+  }
+  const evalFwd = evalWin ? await Gpt2Forward.build(rt, weights, { B: Math.min(o.batch, evalWin.count), T: o.seq, saveFrom: cfg.nLayer, trace: { kind: 'none' }, loss: true, keepLogits: false }) : null;
+  const evaluate = async (): Promise<number> => {
+    const ev = evalWin!;
+    const f = evalFwd!;
+    const B = f.opts.B;
+    const count = Math.min(ev.count, Math.max(B, o.evalWindows));
+    let sum = 0;
+    let n = 0;
+    const inp = new Int32Array(B * o.seq);
+    const tgt = new Int32Array(B * o.seq);
+    for (let w0 = 0; w0 + B <= count; w0 += B) {
+      for (let b = 0; b < B; b++) {
+        inp.set(ev.inputs(w0 + b), b * o.seq);
+        tgt.set(ev.targets(w0 + b), b * o.seq);
+      }
+      f.setBatch(inp, tgt);
+      await f.run('eval');
+      sum += await f.readLoss();
+      n++;
+    }
+    return sum / n;
+  };
+
+  const mem = graph.memoryBreakdown();
+  const fmt = (b: number) => `${(b / 2 ** 20).toFixed(1)} MiB`;
+  progress(`fine-tuning ${freeze === null ? 'all weights (--freeze none)' : `blocks ${freeze}..${cfg.nLayer - 1} (embeddings and blocks 0..${freeze - 1} frozen)`}: ${graph.trainable.reduce((s, t) => s + t.numel, 0).toLocaleString()} trainable parameters`);
+  progress(`GPU memory: ${Object.entries(mem).map(([k, v]) => `${k} ${fmt(v)}`).join(', ')}; ${o.optimizer}, ${describeSchedule(schedule)}, ${win.count} windows of ${o.seq}`);
+
+  const saveCheckpoint = async () => {
+    await writeCheckpoint(o.out, {
+      config: cfg,
+      params: await weights.download(rt),
+      tokenizerJson: files.tokenizerJson,
+      optimizer: await graph.optimizer.stateTensors(),
+      state: { step: trainer.step, freeze, loader: loader.state, args: { ...o, autoFreeze: undefined, freeze: freezeArg } },
+      log,
+    });
+  };
+
+  const bar = new ProgressLine(0);
+  const tokensPerStep = o.batch * o.seq * o.accum;
+  const tStart = performance.now();
+  const startStep = trainer.step;
+  while (trainer.step < o.steps) {
+    const logNow = (trainer.step + 1) % o.logEvery === 0 || trainer.step + 1 === o.steps;
+    const r = await trainer.trainStep(loader, logNow);
+    const entry: TrainLogEntry = { step: r.step, lr: r.lr, ms: r.ms, tokensPerSecond: tokensPerStep / (r.ms / 1000) };
+    if (r.loss !== null) {
+      if (!Number.isFinite(r.loss)) {
+        throw new Error(`the loss became ${r.loss} at step ${r.step}: stopping; the last good checkpoint (if any) in ${o.out} is kept. Try a lower --lr or --clip 1.`);
+      }
+      entry.loss = r.loss;
+    }
+    if (evalWin && (r.step % o.evalEvery === 0 || r.step === o.steps)) entry.evalLoss = await evaluate();
+    log.push(entry);
+    const done = r.step - startStep;
+    const elapsed = (performance.now() - tStart) / 1000;
+    if (r.loss !== null || entry.evalLoss !== undefined) {
+      bar.update(`step ${r.step}/${o.steps}  loss ${entry.loss?.toFixed(4) ?? '-'}${entry.evalLoss !== undefined ? `  eval ${entry.evalLoss.toFixed(4)}` : ''}  lr ${r.lr.toExponential(2)}  ${entry.tokensPerSecond.toFixed(0)} tok/s  ETA ${formatEta((elapsed / done) * (o.steps - r.step))}`, true);
+    }
+    if (o.saveEvery > 0 && r.step % o.saveEvery === 0 && r.step < o.steps) await saveCheckpoint();
+  }
+  bar.done();
+  await saveCheckpoint();
+  progress(`saved ${o.out} (Hugging Face format: config.json, model.safetensors${files.tokenizerJson ? ', tokenizer.json' : ''}; plus optimizer.safetensors, train-state.json, train-log.json)`);
+  if (o.json) printJson({ freeze, steps: trainer.step, log });
+  return { log, freeze };
+}
+
