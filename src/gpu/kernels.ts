@@ -215,7 +215,7 @@ export class KernelRegistry {
         if (r.kind === 'uniform') {
           const data = new ArrayBuffer(r.uniformSize!);
           writeUniformValues(r, data, uniforms, kernel.file, true);
-          const buffer = this.memory.uniform(`${kernel.key}:${r.name}`, data);
+          const buffer = this.memory.uniform(`uniform.${kernel.key}:${r.name}`, data);
           uniformBuffers.set(r.name, { buffer, info: r, data });
           entries.push({ binding: r.binding, resource: { buffer } });
           continue;

@@ -15,7 +15,7 @@ import { layernormBackward, layernormBackwardParams, layernormScratchElems } fro
 import { geluBackward } from '../ops/gelu.ts';
 import { embeddingBackwardWpe, embeddingBackwardWte, TokenIndexBuffer } from '../ops/embedding.ts';
 import { crossEntropyFused, crossEntropyLossSum } from '../ops/crossentropy.ts';
-import { colsum, colsumScratchElems } from '../ops/reduce.ts';
+import { columnSum, columnSumScratchElems } from '../ops/reduce.ts';
 import { Gpt2Forward, range } from '../model/forward.ts';
 import { decays, isTrainable, type ParamSpec } from '../model/params.ts';
 import type { GpuWeights } from '../model/weights.ts';
@@ -111,7 +111,7 @@ export class TrainingGraph {
     s.dfc = f32('bwd.dfc', rows * H);
     s.dfcPre = f32('bwd.dfc_pre', rows * H);
     s.lnScratch = f32('bwd.ln_scratch', layernormScratchElems(rows, C));
-    s.colScratch = f32('bwd.col_scratch', colsumScratchElems(rows, Math.max(3 * C, H)));
+    s.colScratch = f32('bwd.col_scratch', Math.max(4, columnSumScratchElems(rows, Math.max(3 * C, H))));
     s.attScratch = mem.storage('bwd.att_scratch', attentionBufferBytes({ B, T, C, nHead: cfg.nHead }).scratchBytes);
 
     // Zero every gradient at the start of an optimizer step; every gradient kernel accumulates.
@@ -152,22 +152,22 @@ export class TrainingGraph {
         // MLP: resOut = res2 + gelu(ln2·Wfc + bfc)·Wp + bp
         push(await matmul(rt, { form: 'nt', M: rows, N: H, K: C, a: s.dres, b: p('mlp.c_proj.weight'), c: s.dfc }));
         push(await matmul(rt, { form: 'tn', M: H, N: C, K: rows, a: a.fcGelu, b: s.dres, c: gr('mlp.c_proj.weight'), accumulate: true }));
-        push(await colsum(rt, { inp: s.dres, out: gr('mlp.c_proj.bias'), rows, N: C, scratch: s.colScratch, accumulate: true }));
+        push(await columnSum(rt, { inp: s.dres, out: gr('mlp.c_proj.bias'), rows, N: C, scratch: s.colScratch, accumulate: true }));
         push(await geluBackward(rt, { n: rows * H, dout: s.dfc, inp: a.fc, dinp: s.dfcPre }));
         push(await matmul(rt, { form: 'nt', M: rows, N: C, K: H, a: s.dfcPre, b: p('mlp.c_fc.weight'), c: s.dln }));
         push(await matmul(rt, { form: 'tn', M: C, N: H, K: rows, a: a.ln2, b: s.dfcPre, c: gr('mlp.c_fc.weight'), accumulate: true }));
-        push(await colsum(rt, { inp: s.dfcPre, out: gr('mlp.c_fc.bias'), rows, N: H, scratch: s.colScratch, accumulate: true }));
+        push(await columnSum(rt, { inp: s.dfcPre, out: gr('mlp.c_fc.bias'), rows, N: H, scratch: s.colScratch, accumulate: true }));
         // The residual stream's gradient gains ln_2's input gradient.
         push(await layernormBackward(rt, { rows, C, dout: s.dln, inp: a.res2, gamma: p('ln_2.weight'), mean: a.ln2Mean, rstd: a.ln2Rstd, dx: s.dres, accumulate: true, dgamma: gr('ln_2.weight'), dbeta: gr('ln_2.bias'), scratch: s.lnScratch, accumulateParams: true }));
         // Attention: res2 = resIn + attn(ln1·Wqkv + bqkv)·Wo + bo
         push(await matmul(rt, { form: 'nt', M: rows, N: C, K: C, a: s.dres, b: p('attn.c_proj.weight'), c: s.datt }));
         push(await matmul(rt, { form: 'tn', M: C, N: C, K: rows, a: a.att, b: s.dres, c: gr('attn.c_proj.weight'), accumulate: true }));
-        push(await colsum(rt, { inp: s.dres, out: gr('attn.c_proj.bias'), rows, N: C, scratch: s.colScratch, accumulate: true }));
+        push(await columnSum(rt, { inp: s.dres, out: gr('attn.c_proj.bias'), rows, N: C, scratch: s.colScratch, accumulate: true }));
         push(await attentionBackward(rt, { B, T, C, nHead: cfg.nHead, dout: s.datt, qkv: a.qkv, stats: a.attStats, out: a.att, dqkv: s.dqkv, scratch: s.attScratch }));
         // ln_1's γ/β gradients need dln1 even in the lowest trainable block.
         push(await matmul(rt, { form: 'nt', M: rows, N: C, K: 3 * C, a: s.dqkv, b: p('attn.c_attn.weight'), c: s.dln }));
         push(await matmul(rt, { form: 'tn', M: C, N: 3 * C, K: rows, a: a.ln1, b: s.dqkv, c: gr('attn.c_attn.weight'), accumulate: true }));
-        push(await colsum(rt, { inp: s.dqkv, out: gr('attn.c_attn.bias'), rows, N: 3 * C, scratch: s.colScratch, accumulate: true }));
+        push(await columnSum(rt, { inp: s.dqkv, out: gr('attn.c_attn.bias'), rows, N: 3 * C, scratch: s.colScratch, accumulate: true }));
         const needInputGrad = l > K || embeddingsTrain;
         if (needInputGrad) {
           push(await layernormBackward(rt, { rows, C, dout: s.dln, inp: a.resIn, gamma: p('ln_1.weight'), mean: a.ln1Mean, rstd: a.ln1Rstd, dx: s.dres, accumulate: true, dgamma: gr('ln_1.weight'), dbeta: gr('ln_1.bias'), scratch: s.lnScratch, accumulateParams: true }));
