@@ -9,6 +9,8 @@ export interface TrackedBuffer {
   name: string;
   buffer: GPUBuffer;
   bytes: number;
+  /** Allocation order, for releasing everything allocated after a mark. */
+  serial: number;
 }
 
 export class GpuMemory {
@@ -16,6 +18,7 @@ export class GpuMemory {
   private liveBytesNow = 0;
   private peak = 0;
   private staging: GPUBuffer | null = null;
+  private serial = 0;
 
   constructor(readonly device: GPUDevice) {}
 
@@ -57,7 +60,7 @@ export class GpuMemory {
   }
 
   private track(name: string, buffer: GPUBuffer, bytes: number): void {
-    this.live.set(buffer, { name, buffer, bytes });
+    this.live.set(buffer, { name, buffer, bytes, serial: this.serial++ });
     this.liveBytesNow += bytes;
     this.peak = Math.max(this.peak, this.liveBytesNow);
   }
@@ -68,6 +71,15 @@ export class GpuMemory {
     this.live.delete(buffer);
     this.liveBytesNow -= t.bytes;
     buffer.destroy();
+  }
+
+  /** A mark: `releaseSince(mark)` destroys every buffer allocated after it (e.g. one model shape). */
+  mark(): number {
+    return this.serial;
+  }
+
+  releaseSince(mark: number): void {
+    for (const t of [...this.live.values()]) if (t.serial >= mark) this.destroy(t.buffer);
   }
 
   /** Bytes of every live buffer this object allocated (staging excluded: it is host-side). */

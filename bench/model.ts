@@ -1,0 +1,111 @@
+// Forward tokens/s and training-step time and GPU memory at several freeze boundaries, next to the
+// analytic figures of the cost model (method.md §6). Random weights in the benchmark configs' shapes.
+//   tsx bench/model.ts [--config small|gpt2|all] [--reps N] [--json FILE]
+import { Runtime } from '../src/gpu/runtime.ts';
+import { nodePlatform } from '../src/platform/node.ts';
+import type { ModelConfig } from '../src/model/config.ts';
+import { Gpt2Forward } from '../src/model/forward.ts';
+import { GpuWeights } from '../src/model/weights.ts';
+import { gpt2SmallConfig, randomParams } from '../src/model/random.ts';
+import { paramCount } from '../src/model/params.ts';
+import { TrainingGraph } from '../src/train/graph.ts';
+import { predictedSaving, stepCost } from '../src/analysis/cost.ts';
+import { arg, emit, machine, median } from './util.ts';
+
+interface BenchConfig {
+  name: string;
+  cfg: ModelConfig;
+  forward: { B: number; T: number }[];
+  train: { B: number; T: number };
+}
+
+const SMALL: BenchConfig = {
+  name: 'small (6×256, vocab 8192)',
+  cfg: { modelType: 'gpt2', nLayer: 6, nEmbd: 256, nHead: 4, nInner: 1024, vocabSize: 8192, nPositions: 256, layerNormEpsilon: 1e-5, activation: 'gelu_tanh', tiedHead: true },
+  forward: [{ B: 4, T: 128 }, { B: 1, T: 256 }],
+  train: { B: 4, T: 128 },
+};
+const GPT2: BenchConfig = {
+  name: 'GPT-2 small shape (12×768, vocab 50257)',
+  cfg: gpt2SmallConfig(),
+  forward: [{ B: 1, T: 256 }],
+  train: { B: 1, T: 128 },
+};
+
+async function timeItems(rt: Runtime, run: () => Promise<number>, reps: number): Promise<number> {
+  await run(); // warm-up: pipelines, first-touch of memory
+  const ms: number[] = [];
+  for (let i = 0; i < reps; i++) ms.push(await run());
+  return median(ms);
+}
+
+async function benchConfig(rt: Runtime, bc: BenchConfig, reps: number) {
+  const { cfg } = bc;
+  const log = (s: string) => process.stderr.write(`${s}\n`);
+  log(`${bc.name}: ${(paramCount(cfg) / 1e6).toFixed(1)}M parameters`);
+  const mark = rt.memory.mark();
+  const weights = GpuWeights.upload(rt, cfg, randomParams(cfg, 7));
+  const forward = [];
+  for (const { B, T } of bc.forward) {
+    const m = rt.memory.mark();
+    const f = await Gpt2Forward.build(rt, weights, { B, T, saveFrom: cfg.nLayer, trace: { kind: 'none' }, loss: true, keepLogits: false });
+    f.setBatch(Array.from({ length: B * T }, (_, i) => (i * 7919) % cfg.vocabSize), Array.from({ length: B * T }, (_, i) => (i * 104729) % cfg.vocabSize));
+    const ms = await timeItems(rt, async () => (await rt.steps.run('forward', f.items, { timestamps: true })).gpuMs!, reps);
+    const tps = (B * T) / (ms / 1000);
+    log(`  forward B=${B} T=${T}: ${ms.toFixed(0)} ms, ${tps.toFixed(0)} tokens/s`);
+    forward.push({ B, T, medianMs: ms, tokensPerSecond: tps });
+    rt.memory.releaseSince(m);
+  }
+
+  const { B, T } = bc.train;
+  const N = cfg.nLayer;
+  const boundaries: (number | null)[] = [null, 0, Math.floor(N / 2), N - 1];
+  const train = [];
+  const weightBytes = rt.memory.liveBytes;
+  for (const K of boundaries) {
+    const m = rt.memory.mark();
+    const g = await TrainingGraph.build(rt, weights, { B, T, freeze: K, accum: 1 }, { kind: 'adamw', weightDecay: 0.1, maxGradNorm: 1 });
+    g.setBatch(Array.from({ length: B * T }, (_, i) => (i * 7919) % cfg.vocabSize), Array.from({ length: B * T }, (_, i) => (i * 104729) % cfg.vocabSize));
+    const items = [...g.zeroItems, ...g.microItems[0]!, ...g.updateItems];
+    let t = 0;
+    const ms = await timeItems(rt, async () => {
+      g.optimizer.setStep(++t, 1e-5, { accumulation: 1, maxGradNorm: 1 });
+      return (await rt.steps.run('train-step', items, { timestamps: true })).gpuMs!;
+    }, reps);
+    const bytes = rt.memory.liveBytes;
+    const byKind = rt.memory.breakdown();
+    const analytic = stepCost(cfg, B, T, K ?? 'none');
+    train.push({ freeze: K === null ? 'none' : K, medianMs: ms, gpuBytes: bytes, gpuBytesAboveWeights: bytes - weightBytes, byKind, analytic: { stepFlops: analytic.flops.total, backwardFlops: analytic.flops.backward, memoryBytes: analytic.memory.totalBytes } });
+    log(`  train B=${B} T=${T} freeze ${K ?? 'none'}: ${ms.toFixed(0)} ms/step, ${(bytes / 2 ** 20).toFixed(1)} MiB on the GPU`);
+    rt.memory.releaseSince(m);
+  }
+  const full = train[0]!;
+  for (const r of train) {
+    const K = r.freeze === 'none' ? null : (r.freeze as number);
+    const measuredStepSaving = 1 - r.medianMs / full.medianMs;
+    const measuredMemorySaving = 1 - r.gpuBytes / full.gpuBytes;
+    const p = K === null ? null : predictedSaving(cfg, B, T, K);
+    Object.assign(r, {
+      measuredStepSaving,
+      measuredMemorySaving,
+      analyticStepSaving: p ? p.stepSaving : 0,
+      analyticMemorySaving: p ? p.memorySaving : 0,
+      stepSavingVsAnalytic: p && p.stepSaving > 0 ? measuredStepSaving / p.stepSaving : null,
+    });
+  }
+  rt.memory.releaseSince(mark);
+  return { config: bc.name, shape: cfg, parameters: paramCount(cfg), forward, train: { B, T, rows: train } };
+}
+
+async function main() {
+  const which = process.argv.includes('--config') ? process.argv[process.argv.indexOf('--config') + 1] : 'small';
+  const reps = arg('--reps', 3);
+  const rt = await Runtime.open(nodePlatform);
+  const configs = which === 'all' ? [SMALL, GPT2] : which === 'gpt2' ? [GPT2] : [SMALL];
+  const results = [];
+  for (const c of configs) results.push(await benchConfig(rt, c, reps));
+  emit({ benchmark: 'model', date: new Date().toISOString(), machine: machine(rt), reps, results });
+  rt.destroy();
+}
+
+if (import.meta.url === `file://${process.argv[1]}`) await main();

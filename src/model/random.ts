@@ -1,0 +1,30 @@
+// Random GPT-2 weights for benchmarks and tests (no downloads): GPT-2's init, N(0, 0.02) matrices
+// and embeddings, zero biases, unit norm gains; a seeded generator so runs are reproducible.
+import type { ModelConfig } from './config.ts';
+import { paramSpecs } from './params.ts';
+
+export function randomParams(cfg: ModelConfig, seed = 1, std = 0.02): Map<string, Float32Array> {
+  let a = seed >>> 0;
+  const uniform = () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = Math.imul(a ^ (a >>> 15), a | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+  const out = new Map<string, Float32Array>();
+  for (const spec of paramSpecs(cfg)) {
+    const x = new Float32Array(spec.numel);
+    if (spec.role === 'norm') x.fill(spec.name.endsWith('.weight') ? 1 : 0);
+    else if (spec.role !== 'bias') {
+      // Irwin–Hall approximation of a normal: cheap enough for 124M values.
+      for (let i = 0; i < x.length; i++) x[i] = (uniform() + uniform() + uniform() + uniform() - 2) * std * 1.7320508;
+    }
+    out.set(spec.name, x);
+  }
+  return out;
+}
+
+/** GPT-2 small's shape (124M parameters). */
+export function gpt2SmallConfig(): ModelConfig {
+  return { modelType: 'gpt2', nLayer: 12, nEmbd: 768, nHead: 12, nInner: 3072, vocabSize: 50257, nPositions: 1024, layerNormEpsilon: 1e-5, activation: 'gelu_tanh', tiedHead: true };
+}
