@@ -1,0 +1,59 @@
+// GELU program (kernels/gelu.wgsl): GPT-2's tanh GELU forward and backward, elementwise.
+import type { BufferBinding } from '../gpu/kernels.ts';
+import { grid, type Dispatch } from '../gpu/step.ts';
+import type { Runtime } from '../gpu/runtime.ts';
+
+export const GELU_WG = 256;
+
+export interface GeluForwardArgs {
+  /** Number of elements. */
+  n: number;
+  inp: BufferBinding;
+  /** Distinct from inp. */
+  out: BufferBinding;
+  /** Force the scalar entry point even when n % 4 == 0 (tests). */
+  scalar?: boolean;
+}
+
+export interface GeluBackwardArgs {
+  n: number;
+  /** Gradient of the GELU output. */
+  dout: BufferBinding;
+  /** The forward's input. */
+  inp: BufferBinding;
+  /** dinp = dout·gelu'(inp), distinct from dout and inp; omit to overwrite dout in place. */
+  dinp?: BufferBinding;
+  scalar?: boolean;
+}
+
+function checkN(name: string, n: number): void {
+  if (!(Number.isInteger(n) && n > 0)) throw new Error(`${name}: n must be a positive integer (n=${n})`);
+}
+
+/** Workgroups for n elements, one per invocation (vec4: n/4 invocations). */
+function workgroups(n: number, vec4: boolean): [number, number] {
+  return grid(Math.ceil((vec4 ? n / 4 : n) / GELU_WG));
+}
+
+/** out = gelu(inp). Uses vec4 loads when n % 4 == 0. */
+export async function geluForward(rt: Runtime, args: GeluForwardArgs): Promise<Dispatch> {
+  checkN('geluForward', args.n);
+  const vec4 = args.n % 4 === 0 && !args.scalar;
+  const kernel = await rt.kernels.kernel('gelu', vec4 ? 'forward4' : 'forward', { WG: GELU_WG });
+  const bound = rt.kernels.bind(kernel, vec4 ? { inp4: args.inp, out4: args.out } : { inp: args.inp, out: args.out }, { n: args.n });
+  return { bound, workgroups: workgroups(args.n, vec4) };
+}
+
+/** dinp = dout · gelu'(inp) (in place over dout when dinp is omitted). Uses vec4 loads when n % 4 == 0. */
+export async function geluBackward(rt: Runtime, args: GeluBackwardArgs): Promise<Dispatch> {
+  checkN('geluBackward', args.n);
+  const vec4 = args.n % 4 === 0 && !args.scalar;
+  const inplace = !args.dinp;
+  const entry = (inplace ? 'backward_inplace' : 'backward') + (vec4 ? '4' : '');
+  const kernel = await rt.kernels.kernel('gelu', entry, { WG: GELU_WG });
+  let buffers: Record<string, BufferBinding>;
+  if (inplace) buffers = vec4 ? { inp4: args.inp, dinp4: args.dout } : { inp: args.inp, dinp: args.dout };
+  else buffers = vec4 ? { dout4: args.dout, inp4: args.inp, dinp4: args.dinp! } : { dout: args.dout, inp: args.inp, dinp: args.dinp! };
+  const bound = rt.kernels.bind(kernel, buffers, { n: args.n });
+  return { bound, workgroups: workgroups(args.n, vec4) };
+}
