@@ -2,6 +2,7 @@
 // The semfreeze command line: where to fine-tune a language model, then fine-tune only there.
 import { Command } from 'commander';
 import { UserError, parseFloatOption, parseIntOption } from '../src/cli/common.ts';
+import { DEFAULT_GAIN_STRATEGY, analyzeCommand, autoFreeze } from '../src/cli/analyze.ts';
 import { doctor } from '../src/cli/doctor.ts';
 import { evalCommand } from '../src/cli/eval.ts';
 import { finetuneCommand } from '../src/cli/finetune.ts';
@@ -58,6 +59,28 @@ program
   .action(async (o) => { await generateCommand({ model: o.model, prompt: o.prompt, tokens: o.tokens, maxTokens: o.maxTokens, temperature: o.temperature, seed: o.seed, json: o.json }); });
 
 program
+  .command('analyze')
+  .description('SALF analysis: deviation of every latent space from the targets\' semantic bases, gain per block, the freeze boundary K and its predicted saving')
+  .requiredOption('--model <dir>', 'Hugging Face model directory')
+  .requiredOption('--data <file>', 'language-model data (.txt, .json token ids, llm.c .bin) or classification data (.jsonl lines {"text", "label"}, needs --labels)')
+  .option('--seq <T>', 'tokens per sequence (default: min(128, n_positions) for language-model data, the longest prompt for classification)', int('--seq', 1))
+  .option('--batch <B>', 'sequences per forward (also the B of the predicted cost)', int('--batch', 1), 8)
+  .option('--samples <n>', 'analyse a seeded sample of n positions (language-model data) or n examples (classification)', int('--samples', 1))
+  .option('--seed <s>', 'seed of --samples', int('--seed'), 1)
+  .option('--max-windows <n>', 'language-model data: analyse only n windows, spread evenly over the data', int('--max-windows', 1))
+  .option('--deviation <kind>', 'cosine, contrastive (classification) or lens', 'cosine')
+  .option('--gain <strategy>', `g0, g1, g1-shortfall or g2 (default ${DEFAULT_GAIN_STRATEGY})`)
+  .option('--budget <B>', 'at most B trainable blocks, or a percentage of full fine-tuning\'s backward FLOPs (e.g. 25%)')
+  .option('--pad', 'with --budget: unfreeze down to exactly B trainable blocks')
+  .option('--final-norm <on|off>', 'apply the final layer norm to every latent space before measuring', 'on')
+  .option('--labels <spec>', 'classification: label=word,... (the target is the first token of " word")')
+  .option('--json', 'print one JSON object (the report) on stdout')
+  .option('--plot <file.svg>', 'write the deviation/gain figure as SVG')
+  .action(async (o) => {
+    await analyzeCommand({ model: o.model, data: o.data, seq: o.seq, batch: o.batch, samples: o.samples, seed: o.seed, maxWindows: o.maxWindows, deviation: o.deviation, gain: o.gain, budget: o.budget, pad: o.pad, finalNorm: o.finalNorm, labels: o.labels, json: o.json, plot: o.plot });
+  });
+
+program
   .command('finetune')
   .description('fine-tune the blocks above a freeze boundary (the backward stops there) and save a Hugging Face checkpoint')
   .requiredOption('--model <dir>', 'Hugging Face model directory')
@@ -86,7 +109,7 @@ program
   .action(async (o) => {
     if (o.optimizer !== 'adamw' && o.optimizer !== 'sgd') throw new UserError(`--optimizer must be adamw or sgd, got '${o.optimizer}'`);
     if (o.schedule !== 'cosine' && o.schedule !== 'constant') throw new UserError(`--schedule must be cosine or constant, got '${o.schedule}'`);
-    await finetuneCommand({ ...o, shuffle: o.shuffle !== false });
+    await finetuneCommand({ ...o, shuffle: o.shuffle !== false, autoFreeze });
   });
 
 async function main(): Promise<void> {
