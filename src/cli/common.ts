@@ -27,7 +27,9 @@ export class ProgressLine {
   constructor(private readonly minIntervalMs = 250) {}
   update(line: string, force = false): void {
     const now = Date.now();
-    if (!force && now - this.last < this.minIntervalMs) return;
+    // A log file (not a terminal) gets a line every 2 s at most, not a redraw every 250 ms.
+    const interval = process.stderr.isTTY ? this.minIntervalMs : Math.max(this.minIntervalMs, 2000);
+    if (!force && now - this.last < interval) return;
     this.last = now;
     if (process.stderr.isTTY) process.stderr.write(`\r\x1b[K${line}`);
     else process.stderr.write(`${line}\n`);
