@@ -119,10 +119,9 @@ describe.concurrent('one clear error for a bad model directory', () => {
     expect(line).toContain('I32');
   });
 
-  // KNOWN BUG (src/cli/eval.ts: `throw new Error(\`the loss is not finite ...\`)`): a plain Error, printed as
+  // Regression (was a bug) (src/cli/eval.ts: `throw new Error(\`the loss is not finite ...\`)`): a plain Error, printed as
   // "semfreeze: error: ..." with a stack trace, and it names neither the model file nor the tensor.
-  // Flip to `it` when fixed.
-  it.fails('KNOWN BUG: NaN weights give one clear error (eval)', async () => {
+  it('NaN weights give one clear error (eval)', async () => {
     const d = model('nan-weights');
     editSafetensors(d, (b) => {
       const { header, data } = splitSafetensors(b);

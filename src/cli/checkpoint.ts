@@ -2,15 +2,18 @@
 // the tokenizer copied, plus our optimizer state and train log. The whole directory is written
 // under a temporary name and swapped in by rename, so a killed run leaves the previous checkpoint
 // (or none), never a half-written one.
-import { existsSync } from 'node:fs';
+import { existsSync, readdirSync, statSync } from 'node:fs';
 import { mkdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
-import { join, dirname, basename } from 'node:path';
+import { join, dirname, basename, resolve } from 'node:path';
+import { UserError } from './common.ts';
 import { serializeSafetensors, type TensorToWrite, parseSafetensors } from '../io/safetensors.ts';
 import { configToJson, type ModelConfig } from '../model/config.ts';
 import { hfName, paramSpecs } from '../model/params.ts';
 
 export interface CheckpointContents {
   config: ModelConfig;
+  /** The input model's config.json text: its other fields (token ids, dropout, …) are kept. */
+  configJson?: string | null;
   params: Map<string, Float32Array>;
   tokenizerJson: string | null;
   optimizer: TensorToWrite[];
@@ -19,15 +22,53 @@ export interface CheckpointContents {
   log: unknown[];
 }
 
+const MARKER = 'train-state.json';
+
+/** Fields of the input config.json that ours does not set (bos/eos ids, dropout, task params…). */
+function originalFields(text: string | null | undefined): Record<string, unknown> {
+  if (!text) return {};
+  try {
+    const raw = JSON.parse(text) as Record<string, unknown>;
+    return typeof raw === 'object' && raw !== null && !Array.isArray(raw) ? raw : {};
+  } catch {
+    return {};
+  }
+}
+
+/**
+ * --out must be new, empty, or an earlier semfreeze checkpoint (it is replaced whole), and never
+ * the input model's directory.
+ */
+export function checkOutputDir(dir: string, inputs: (string | undefined)[]): void {
+  const out = resolve(dir);
+  for (const i of inputs) {
+    if (i && resolve(i) === out && !existsSync(join(out, MARKER))) throw new UserError(`--out ${dir} is the input model's directory; choose another directory`);
+  }
+  if (!existsSync(out)) return;
+  if (!statSync(out).isDirectory()) throw new UserError(`--out ${dir} exists and is not a directory`);
+  const entries = readdirSync(out);
+  if (entries.length > 0 && !entries.includes(MARKER)) {
+    throw new UserError(`--out ${dir} exists and is not a semfreeze checkpoint (no ${MARKER}); it would be replaced whole, so choose a new or empty directory`);
+  }
+}
+
+/** Leftovers of a run killed while writing (temporary checkpoint directories). */
+async function removeStaleTemps(parent: string, name: string): Promise<void> {
+  for (const e of existsSync(parent) ? readdirSync(parent) : []) {
+    if (e.startsWith(`.${name}.tmp-`)) await rm(join(parent, e), { recursive: true, force: true });
+  }
+}
+
 export async function writeCheckpoint(dir: string, c: CheckpointContents): Promise<void> {
   const parent = dirname(dir);
   await mkdir(parent, { recursive: true });
+  await removeStaleTemps(parent, basename(dir));
   const tmp = join(parent, `.${basename(dir)}.tmp-${process.pid}-${Date.now()}`);
   await mkdir(tmp, { recursive: true });
   try {
     const tensors: TensorToWrite[] = paramSpecs(c.config).map((s) => ({ name: hfName(s.name), dtype: 'F32', shape: s.shape, data: c.params.get(s.name)! }));
     await writeFile(join(tmp, 'model.safetensors'), serializeSafetensors(tensors, { format: 'pt' }));
-    await writeFile(join(tmp, 'config.json'), configToJson(c.config));
+    await writeFile(join(tmp, 'config.json'), configToJson(c.config, originalFields(c.configJson)));
     if (c.tokenizerJson) await writeFile(join(tmp, 'tokenizer.json'), c.tokenizerJson);
     await writeFile(join(tmp, 'optimizer.safetensors'), serializeSafetensors(c.optimizer, { format: 'semfreeze-optimizer' }));
     await writeFile(join(tmp, 'train-state.json'), `${JSON.stringify(c.state, null, 2)}\n`);

@@ -50,7 +50,7 @@ export async function evalCommand(o: { model: string; data: string; seq: number;
   const seconds = (performance.now() - t0) / 1000;
   if (!o.json) bar.done();
   const loss = sum / n;
-  if (!Number.isFinite(loss)) throw new Error(`the loss is not finite (${loss}): the model's weights or the data are broken`);
+  if (!Number.isFinite(loss)) throw new UserError(`${o.model}: the loss is ${loss}: the model's weights are not finite (or the data is broken)`);
   const result: EvalResult = { loss, perplexity: Math.exp(loss), windows: count, tokens: n, seq: T, batch: B, seconds, tokensPerSecond: n / seconds };
   if (o.json) printJson(result);
   else process.stdout.write(`loss ${loss.toFixed(6)}  perplexity ${result.perplexity.toFixed(3)}  (${count} windows × ${T} tokens)\n`);

@@ -7,7 +7,7 @@ import { TrainingGraph } from '../train/graph.ts';
 import { makeSchedule, describeSchedule, type ScheduleKind } from '../train/schedule.ts';
 import { BatchLoader, Trainer, type LoaderState } from '../train/trainer.ts';
 import type { OptimizerKind } from '../train/optimizer.ts';
-import { readResumeState, writeCheckpoint } from './checkpoint.ts';
+import { checkOutputDir, readResumeState, writeCheckpoint } from './checkpoint.ts';
 import { ProgressLine, UserError, formatEta, openRuntime, printJson, progress } from './common.ts';
 import { loadTokens } from './model.ts';
 
@@ -57,12 +57,30 @@ export function parseFreeze(text: string, nLayer: number): number | null | 'auto
   return k;
 }
 
+/**
+ * On --resume, the batch shape, data order and optimizer come from the saved run (that is what
+ * makes the continuation exact); a differing value given now is reported, not used. --steps,
+ * --out and the logging/eval cadence may change.
+ */
+function resumedOptions(o: FinetuneOptions, saved: Partial<FinetuneOptions> | undefined): FinetuneOptions {
+  if (!saved) return o;
+  const fixed = ['data', 'batch', 'seq', 'accum', 'optimizer', 'weightDecay', 'clip', 'lr', 'warmup', 'schedule', 'seed', 'shuffle'] as const;
+  const out = { ...o };
+  for (const k of fixed) {
+    if (saved[k] === undefined) continue;
+    if (saved[k] !== o[k]) progress(`--resume: keeping the saved run's ${k} = ${JSON.stringify(saved[k])} (given: ${JSON.stringify(o[k])})`);
+    (out as Record<string, unknown>)[k] = saved[k];
+  }
+  return out;
+}
+
 export async function finetuneCommand(o: FinetuneOptions): Promise<{ log: TrainLogEntry[]; freeze: number | null }> {
   const modelDir = o.resume ?? o.model;
   const files = await readModelDir(nodePlatform, modelDir);
   const cfg = files.config;
   if (o.seq > cfg.nPositions) throw new UserError(`--seq ${o.seq} exceeds the model's context n_positions = ${cfg.nPositions}`);
   const resume = o.resume ? await readResumeState(o.resume) : null;
+  if (resume) o = resumedOptions(o, resume.state.args as Partial<FinetuneOptions> | undefined);
   let freezeArg = resume ? String((resume.state.freeze as number | null) ?? 'none') : o.freeze;
   let freeze = parseFreeze(freezeArg, cfg.nLayer);
   if (freeze === 'auto') {
@@ -71,6 +89,7 @@ export async function finetuneCommand(o: FinetuneOptions): Promise<{ log: TrainL
     freezeArg = String(freeze);
     progress(`--freeze auto: the analysis chose K = ${freeze} (blocks 0..${freeze - 1} and the embeddings frozen)`);
   }
+  checkOutputDir(o.out, [o.model, o.resume]);
   const ids = await loadTokens(o.data, files);
   const win = windows(ids, o.seq, o.data);
   const evalWin = o.eval ? windows(await loadTokens(o.eval, files), o.seq, o.eval) : null;
@@ -118,9 +137,17 @@ export async function finetuneCommand(o: FinetuneOptions): Promise<{ log: TrainL
   progress(`GPU memory: ${Object.entries(mem).map(([k, v]) => `${k} ${fmt(v)}`).join(', ')}; ${o.optimizer}, ${describeSchedule(schedule)}, ${win.count} windows of ${o.seq}`);
 
   const saveCheckpoint = async () => {
+    const params = await weights.download(rt);
+    // The loss is checked before each update; the weights after it are checked here, so a step
+    // that blew up never replaces the last good checkpoint.
+    for (const [name, x] of params) {
+      const bad = x.findIndex((v) => !Number.isFinite(v));
+      if (bad >= 0) throw new UserError(`weight ${name}[${bad}] became ${x[bad]} after step ${trainer.step}: stopping without saving; the last good checkpoint (if any) in ${o.out} is kept. Try a lower --lr or --clip 1.`);
+    }
     await writeCheckpoint(o.out, {
       config: cfg,
-      params: await weights.download(rt),
+      configJson: files.configJson,
+      params,
       tokenizerJson: files.tokenizerJson,
       optimizer: await graph.optimizer.stateTensors(),
       state: { step: trainer.step, freeze, loader: loader.state, args: { ...o, autoFreeze: undefined, freeze: freezeArg } },
@@ -138,7 +165,7 @@ export async function finetuneCommand(o: FinetuneOptions): Promise<{ log: TrainL
     const entry: TrainLogEntry = { step: r.step, lr: r.lr, ms: r.ms, tokensPerSecond: tokensPerStep / (r.ms / 1000) };
     if (r.loss !== null) {
       if (!Number.isFinite(r.loss)) {
-        throw new Error(`the loss became ${r.loss} at step ${r.step}: stopping; the last good checkpoint (if any) in ${o.out} is kept. Try a lower --lr or --clip 1.`);
+        throw new UserError(`the loss became ${r.loss} at step ${r.step}: stopping; the last good checkpoint (if any) in ${o.out} is kept. Try a lower --lr or --clip 1.`);
       }
       entry.loss = r.loss;
     }

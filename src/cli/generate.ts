@@ -32,6 +32,7 @@ export async function generateCommand(o: { model: string; prompt?: string; token
   const ids = promptIds({ text: o.prompt, tokens: o.tokens }, files);
   const T = Math.min(cfg.nPositions, ids.length + o.maxTokens);
   if (T <= ids.length) throw new UserError(`no room to generate: the prompt already fills the context (${cfg.nPositions})`);
+  if (T < ids.length + o.maxTokens && !o.json) process.stderr.write(`generating ${T - ids.length} tokens, not ${o.maxTokens}: the context holds ${cfg.nPositions}\n`);
   // Built once for the longest sequence: causal attention makes padding after position t irrelevant to it.
   const fwd = await Gpt2Forward.build(rt, weights, { B: 1, T, saveFrom: cfg.nLayer, trace: { kind: 'none' }, loss: false, keepLogits: true });
   const rand = mulberry32(o.seed);

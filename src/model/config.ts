@@ -81,9 +81,13 @@ export function parseConfig(text: string, file = 'config.json'): ModelConfig {
   };
 }
 
-/** config.json for a checkpoint we write: the fields Hugging Face's GPT2Config reads. */
+/** config.json for a checkpoint we write: `extra` (the input's own config.json) with our shape fields on top. */
 export function configToJson(cfg: ModelConfig, extra: Record<string, unknown> = {}): string {
   return JSON.stringify({
+    resid_pdrop: 0,
+    embd_pdrop: 0,
+    attn_pdrop: 0,
+    ...extra,
     architectures: ['GPT2LMHeadModel'],
     model_type: 'gpt2',
     n_layer: cfg.nLayer,
@@ -96,11 +100,7 @@ export function configToJson(cfg: ModelConfig, extra: Record<string, unknown> = 
     layer_norm_epsilon: cfg.layerNormEpsilon,
     activation_function: 'gelu_new',
     tie_word_embeddings: cfg.tiedHead,
-    resid_pdrop: 0,
-    embd_pdrop: 0,
-    attn_pdrop: 0,
     torch_dtype: 'float32',
-    ...extra,
   }, null, 2) + '\n';
 }
 

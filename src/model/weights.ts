@@ -17,6 +17,8 @@ export class ModelLoadError extends Error {
 export interface ModelFiles {
   dir: string;
   config: ModelConfig;
+  /** config.json text, so checkpoints keep its other fields. */
+  configJson: string;
   weights: SafetensorsFile;
   tokenizer: Tokenizer | null;
   /** tokenizer.json text, kept so checkpoints can copy it unchanged. */
@@ -59,7 +61,7 @@ export async function readModelDir(platform: Platform, dir: string, weightsFile 
     }
     tokenizer = Tokenizer.fromJSON(json, tokPath);
   }
-  return { dir, config, weights, tokenizer, tokenizerJson };
+  return { dir, config, configJson: configText, weights, tokenizer, tokenizerJson };
 }
 
 /** Host float32 copies of every parameter, checked against the layout (names and shapes). */

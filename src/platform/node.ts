@@ -1,6 +1,6 @@
 // Node platform: Dawn through the `webgpu` package, files through fs.
 import { create, globals } from 'webgpu';
-import { mkdtempSync, readFileSync, existsSync } from 'node:fs';
+import { mkdirSync, readFileSync, existsSync } from 'node:fs';
 import { readFile, writeFile, rename, mkdir, unlink } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
@@ -17,7 +17,12 @@ let dawnGpu: GPU | null = null;
 function dawn(): GPU {
   if (dawnGpu) return dawnGpu;
   // Mesa prints errors on every start without a runtime dir.
-  if (!process.env.XDG_RUNTIME_DIR) process.env.XDG_RUNTIME_DIR = mkdtempSync(join(tmpdir(), 'semfreeze-xdg-'));
+  if (!process.env.XDG_RUNTIME_DIR) {
+    // One directory per user, reused by every process (not a new temp dir each run).
+    const dir = join(tmpdir(), `semfreeze-xdg-${process.getuid?.() ?? 'user'}`);
+    mkdirSync(dir, { recursive: true, mode: 0o700 });
+    process.env.XDG_RUNTIME_DIR = dir;
+  }
   Object.assign(globalThis, globals);
   dawnGpu = create([]) as unknown as GPU;
   return dawnGpu;

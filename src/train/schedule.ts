@@ -93,6 +93,7 @@ export function learningRates(schedule: ScheduleSpec | Schedule, n?: number): nu
 export function describeSchedule(schedule: ScheduleSpec | Schedule): string {
   const sc = makeSchedule(schedule);
   const warm = sc.warmup > 0 ? `, warmup ${sc.warmup}` : '';
-  if (sc.kind === 'constant') return `constant lr ${sc.lr}${warm}`;
-  return `cosine lr ${sc.lr} → ${sc.minLr} over ${sc.totalSteps} steps${warm}`;
+  const n = (x: number) => String(Number(x.toPrecision(6)));
+  if (sc.kind === 'constant') return `constant lr ${n(sc.lr)}${warm}`;
+  return `cosine lr ${n(sc.lr)} → ${n(sc.minLr)} over ${sc.totalSteps} steps${warm}`;
 }
