@@ -423,7 +423,7 @@ export async function measureDeviations(rt: Runtime, weights: GpuWeights, data: 
       o.onProgress?.({ runs: r + 1, totalRuns: plan.runs.length, positions: done, totalPositions: data.positions, seconds: (performance.now() - t0) / 1000 });
     }
   } finally {
-    destroyForward(rt, fwd);
+    fwd.destroy();
   }
   const deviations = Array.from(sum, (s) => s / done);
   const stats: DeviationRunStats = {
@@ -432,15 +432,6 @@ export async function measureDeviations(rt: Runtime, weights: GpuWeights, data: 
     seconds: (performance.now() - t0) / 1000,
   };
   return { result: { metric, deviations, positions: done }, stats };
-}
-
-/** Free every buffer of a forward (Gpt2Forward has no destroy; its private scratch included). */
-function destroyForward(rt: Runtime, f: Gpt2Forward): void {
-  const bufs: (GPUBuffer | null)[] = [f.ids, f.targets, f.x, f.lnf, f.lnfMean, f.lnfRstd, f.logits, f.losses, f.loss, f.trace, f.traceRows];
-  for (const a of f.acts) bufs.push(...Object.values(a));
-  const scratch = (f as unknown as { scratch?: Record<string, GPUBuffer> }).scratch;
-  if (scratch) bufs.push(...Object.values(scratch));
-  for (const b of new Set(bufs)) if (b) rt.memory.destroy(b);
 }
 
 // ------------------------------------------------------------------------------------------ analysis

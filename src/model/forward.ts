@@ -101,6 +101,8 @@ export class Gpt2Forward {
   readonly traceSlotElems: number;
   readonly items: StepItem[] = [];
   private readonly scratch: Record<string, GPUBuffer> = {};
+  /** Every buffer this forward allocated (destroy() frees them). */
+  private readonly owned: GPUBuffer[] = [];
 
   private constructor(readonly rt: Runtime, readonly weights: GpuWeights, readonly opts: ForwardOptions) {
     const cfg = (this.cfg = weights.cfg);
@@ -109,7 +111,8 @@ export class Gpt2Forward {
     const C = cfg.nEmbd;
     const rows = (this.rows = B * T);
     const mem = rt.memory;
-    const f32 = (name: string, n: number) => mem.storage(name, n * 4);
+    const own = (b: GPUBuffer) => (this.owned.push(b), b);
+    const f32 = (name: string, n: number) => own(mem.storage(name, n * 4));
     this.ids = f32('input.ids', rows);
     this.targets = f32('input.targets', rows);
     this.x = f32('act.x', rows * C);
@@ -141,7 +144,7 @@ export class Gpt2Forward {
         ln1Rstd: f32(`${a}.ln1_rstd`, rows),
         qkv: f32(`${a}.qkv`, rows * 3 * C),
         att: f32(`${a}.att`, rows * C),
-        attStats: mem.storage(`${a}.att_stats`, statsBytes),
+        attStats: own(mem.storage(`${a}.att_stats`, statsBytes)),
         res2: f32(`${a}.res2`, rows * C),
         ln2: f32(`${a}.ln2`, rows * C),
         ln2Mean: f32(`${a}.ln2_mean`, rows),
@@ -157,7 +160,7 @@ export class Gpt2Forward {
     this.tracePositions = t.kind === 'all' ? rows : t.kind === 'rows' ? t.capacity : 0;
     this.traceSlotElems = Math.ceil((this.tracePositions * C) / 64) * 64;
     this.trace = t.kind === 'none' ? null : f32('trace', (cfg.nLayer + 1) * this.traceSlotElems);
-    this.traceRows = t.kind === 'rows' ? mem.storage('trace.rows', 4 * (1 + t.capacity)) : null;
+    this.traceRows = t.kind === 'rows' ? own(mem.storage('trace.rows', 4 * (1 + t.capacity))) : null;
   }
 
   static async build(rt: Runtime, weights: GpuWeights, opts: ForwardOptions): Promise<Gpt2Forward> {
@@ -304,6 +307,11 @@ export class Gpt2Forward {
     u[0] = rowsIdx.length;
     for (let i = 0; i < rowsIdx.length; i++) u[1 + i] = rowsIdx[i]!;
     this.rt.memory.write(this.traceRows, u);
+  }
+
+  /** Free every buffer this forward allocated (the weights are not its). */
+  destroy(): void {
+    for (const b of this.owned.splice(0)) this.rt.memory.destroy(b);
   }
 
   async run(label = 'forward'): Promise<void> {
