@@ -21,10 +21,10 @@ export async function benchMatmul(rt: Runtime, M: number, N: number, K: number, 
   const b = mem.upload('bench.b', new Float32Array(K * N).map(() => Math.random() - 0.5));
   const c = mem.storage('bench.c', M * N * 4);
   const d = await matmul(rt, { form, M, N, K, a, b, c });
-  await rt.steps.run('warmup', [d]);
+  await rt.steps.run('warmup', d);
   const times: number[] = [];
   for (let r = 0; r < reps; r++) {
-    const t = await rt.steps.run(`matmul ${M}x${N}x${K}`, [d], { timestamps: true });
+    const t = await rt.steps.run(`matmul ${M}x${N}x${K}`, d, { timestamps: true });
     times.push(t.gpuMs ?? t.wallMs);
   }
   for (const x of [a, b, c]) mem.destroy(x);

@@ -171,3 +171,4 @@ fn generic(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) l
   }
   for (var i = 0u; i < 4u; i++) { store_row(m0 + i, n0, acc0[i], acc1[i]); }
 }
+

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { matmul, matmulEntry, type MatmulForm } from '../src/ops/matmul.ts';
+import { matmul, matmulEntry, matmulPlan, type MatmulForm, type MatmulStrategy } from '../src/ops/matmul.ts';
 import { freshSeed, poison, randomArray, relError, rng, runtime } from './util/gpu.ts';
 
 /** float64 reference for the three forms. */
@@ -19,7 +19,7 @@ function reference(form: MatmulForm, A: Float32Array, B: Float32Array, M: number
   return out;
 }
 
-async function runCase(form: MatmulForm, M: number, N: number, K: number, opts: { bias?: boolean; accumulate?: boolean; generic?: boolean } = {}) {
+async function runCase(form: MatmulForm, M: number, N: number, K: number, opts: { bias?: boolean; accumulate?: boolean; strategy?: MatmulStrategy } = {}) {
   const rt = await runtime();
   const seed = freshSeed();
   const next = rng(seed);
@@ -32,15 +32,15 @@ async function runCase(form: MatmulForm, M: number, N: number, K: number, opts: 
   const b = mem.upload('t.b', B);
   const c = mem.upload('t.c', C0);
   const bb = bias ? mem.upload('t.bias', bias) : undefined;
-  const d = await matmul(rt, { form, M, N, K, a, b, c, bias: bb, accumulate: opts.accumulate, generic: opts.generic });
-  await rt.steps.run('matmul-test', [d]);
+  const d = await matmul(rt, { form, M, N, K, a, b, c, bias: bb, accumulate: opts.accumulate, strategy: opts.strategy });
+  await rt.steps.run('matmul-test', d);
   const out = await mem.readFloat32(c, 0, M * N);
   for (const buf of [a, b, c, bb]) if (buf) mem.destroy(buf);
   const ref = reference(form, A, B, M, N, K, bias, opts.accumulate ? C0 : undefined);
   const nan = out.findIndex((x) => !Number.isFinite(x));
   expect(nan, `seed ${seed}: element ${nan} not written`).toBe(-1);
   const err = relError(out, ref);
-  expect(err, `seed ${seed} ${form} ${M}x${N}x${K} entry ${matmulEntry({ form, M, N, K, a, b, c, generic: opts.generic })}`).toBeLessThanOrEqual(1e-5);
+  expect(err, `seed ${seed} ${form} ${M}x${N}x${K} strategy ${opts.strategy ?? 'auto'}`).toBeLessThanOrEqual(1e-5);
 }
 
 const SHAPES: [number, number, number][] = [[1, 1, 1], [37, 53, 29], [130, 257, 65], [5, 8, 4], [64, 64, 64], [33, 100, 96], [7, 1000, 96]];
@@ -49,8 +49,9 @@ describe('matmul', () => {
   for (const form of ['nn', 'nt', 'tn'] as const) {
     for (const [M, N, K] of SHAPES) {
       it(`${form} ${M}x${N}x${K}`, () => runCase(form, M, N, K));
+      it(`${form} ${M}x${N}x${K} direct kernel`, () => runCase(form, M, N, K, { strategy: 'direct' }));
     }
-    it(`${form} generic path on aligned shape 36x44x40`, () => runCase(form, 36, 44, 40, { generic: true }));
+    it(`${form} generic path on aligned shape 36x44x40`, () => runCase(form, 36, 44, 40, { strategy: 'generic' }));
     it(`${form} with bias, 37x53x29 and 36x52x28`, async () => {
       await runCase(form, 37, 53, 29, { bias: true });
       await runCase(form, 36, 52, 28, { bias: true });
@@ -67,5 +68,11 @@ describe('matmul', () => {
     expect(matmulEntry({ form: 'nt', M: 3, N: 7, K: 8, a: x, b: x, c: x })).toBe('nt');
     expect(matmulEntry({ form: 'tn', M: 4, N: 8, K: 7, a: x, b: x, c: x })).toBe('tn');
     expect(matmulEntry({ form: 'tn', M: 5, N: 8, K: 7, a: x, b: x, c: x })).toBe('generic');
+    // nn and nt go through transposes into tn unless B's rows are unaligned (nn) or a path is forced.
+    expect(matmulPlan({ form: 'nn', M: 3, N: 8, K: 7, a: x, b: x, c: x })).toEqual({ transposeA: true, transposeB: false });
+    expect(matmulPlan({ form: 'nn', M: 3, N: 7, K: 8, a: x, b: x, c: x })).toBeNull();
+    expect(matmulPlan({ form: 'nt', M: 3, N: 7, K: 5, a: x, b: x, c: x })).toEqual({ transposeA: true, transposeB: true });
+    expect(matmulPlan({ form: 'tn', M: 4, N: 8, K: 7, a: x, b: x, c: x })).toBeNull();
+    expect(matmulPlan({ form: 'nt', M: 4, N: 8, K: 8, a: x, b: x, c: x, strategy: 'direct' })).toBeNull();
   });
 });

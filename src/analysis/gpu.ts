@@ -28,7 +28,7 @@ export class GpuGram implements GramProvider {
         const vc = Math.min(chunk, V - v0);
         const w = range(weights.head, v0 * d * 4, vc * d * 4);
         // tn: C[d, d] = Aᵀ·B with A = B = W[v0:v0+vc] stored [K = vc, M = d].
-        items.push(await matmul(rt, { form: 'tn', M: d, N: d, K: vc, a: w, b: w, c: out, accumulate: v0 > 0 }));
+        items.push(...(await matmul(rt, { form: 'tn', M: d, N: d, K: vc, a: w, b: w, c: out, accumulate: v0 > 0 })));
       }
       await rt.steps.run('gram', items);
       return { d, data: await rt.memory.readFloat32(out, 0, d * d) };
@@ -143,7 +143,7 @@ export class GpuDeviationReducer implements DeviationReducer {
           const r = Math.min(rowChunk, P - r0);
           for (let v0 = 0; v0 < V; v0 += vocabChunk) {
             const vc = Math.min(vocabChunk, V - v0);
-            items.push(await matmul(rt, {
+            items.push(...await matmul(rt, {
               form: 'nt', M: r, N: vc, K: C,
               a: src === normed ? range(normed, r0 * C * 4, r * C * 4) : range(view.trace, (k * view.slotElems + r0 * C) * 4, r * C * 4),
               b: range(this.weights.head, v0 * C * 4, vc * C * 4),

@@ -13,10 +13,10 @@ export async function quickMatmulGflops(rt: Runtime, n = 512, reps = 5): Promise
   const c = mem.storage('doctor.c', n * n * 4);
   try {
     const d = await matmul(rt, { form: 'nn', M: n, N: n, K: n, a, b, c });
-    await rt.steps.run('doctor warmup', [d]);
+    await rt.steps.run('doctor warmup', d);
     const times: number[] = [];
     for (let i = 0; i < reps; i++) {
-      const t = await rt.steps.run('doctor matmul', [d], { timestamps: true });
+      const t = await rt.steps.run('doctor matmul', d, { timestamps: true });
       times.push(t.gpuMs ?? t.wallMs);
     }
     times.sort((x, y) => x - y);

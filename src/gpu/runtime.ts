@@ -18,6 +18,21 @@ export class Runtime {
 
   /** A tiny buffer bound where a kernel's optional input is absent (e.g. no bias). */
   readonly dummy: GPUBuffer;
+  private readonly workspaces = new Map<string, GPUBuffer>();
+
+  /**
+   * A scratch buffer shared by every dispatch that names it (e.g. matmul's transposed operands):
+   * safe because a step's dispatches run in order and each user writes before it reads. A request
+   * larger than the current one allocates a bigger buffer at build time; dispatches built earlier
+   * keep the smaller one.
+   */
+  workspace(name: string, bytes: number): GPUBuffer {
+    const cur = this.workspaces.get(name);
+    if (cur && cur.size >= bytes) return cur;
+    const b = this.memory.storage(`workspace.${name}`, bytes);
+    this.workspaces.set(name, b);
+    return b;
+  }
 
   static async open(platform: Platform): Promise<Runtime> {
     const gpu = await openDevice(platform);

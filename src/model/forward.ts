@@ -272,7 +272,7 @@ export class Gpt2Forward {
     const lo = this.opts.keepLogits ? r0 : 0;
     for (let v0 = 0; v0 < V; v0 += this.vocabChunk) {
       const vc = Math.min(this.vocabChunk, V - v0);
-      out.push(await matmul(rt, {
+      out.push(...await matmul(rt, {
         form: 'nt', M: r, N: vc, K: C,
         a: range(this.lnf, r0 * C * 4, r * C * 4),
         b: range(this.weights.head, v0 * C * 4, vc * C * 4),

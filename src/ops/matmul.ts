@@ -1,10 +1,17 @@
-// Matmul program: picks the vec4 entry point when the layout allows it, else the generic one.
+// Matmul program. On lavapipe the tn kernel (A stored [K, M]) is the fastest form by ~1.5×: a
+// k-step's 4 rows of A are one vec4 load shared by the SIMD lanes. So nn and nt products transpose
+// their operands into a workspace first (a memory pass of (M+N)·K, small next to 2·M·N·K) and run
+// tn; the results are bit-identical to the direct kernels (same summation order). The direct nn/nt
+// kernels and the scalar `generic` one remain for tests and unaligned layouts.
 import type { BufferBinding } from '../gpu/kernels.ts';
 import type { Dispatch } from '../gpu/step.ts';
 import type { Runtime } from '../gpu/runtime.ts';
 
 /** nn: A[M,K]·B[K,N]; nt: A[M,K]·B[N,K]ᵀ; tn: A[K,M]ᵀ·B[K,N]. */
 export type MatmulForm = 'nn' | 'nt' | 'tn';
+
+/** How to run a product: via transposes into tn (default), the direct kernels, or scalar loads. */
+export type MatmulStrategy = 'auto' | 'direct' | 'generic';
 
 export interface MatmulArgs {
   form: MatmulForm;
@@ -16,7 +23,7 @@ export interface MatmulArgs {
   c: BufferBinding;
   /** Added to every row of C (length N). */
   bias?: BufferBinding;
-  /** C += op(A)·op(B) instead of C = … (gradient accumulation). */
+  /** C += op(A)·op(B) instead of C = … (gradient accumulation, fused residual adds). */
   accumulate?: boolean;
   /** Leading dimensions (row strides) in elements; default: the dense ones. */
   lda?: number;
@@ -27,30 +34,56 @@ export interface MatmulArgs {
   bOff?: number;
   cOff?: number;
   biasOff?: number;
-  /** Force the scalar entry point (tests use it to check both paths). */
-  generic?: boolean;
+  strategy?: MatmulStrategy;
 }
 
 export const MATMUL_WG: readonly [number, number] = [8, 8];
+const TRANSPOSE_WG = 8;
 
-export function matmulEntry(args: MatmulArgs): 'nn' | 'nt' | 'tn' | 'generic' {
-  const { form, M, K } = args;
-  const lda = args.lda ?? (form === 'tn' ? M : K);
-  const ldb = args.ldb ?? (form === 'nt' ? K : args.N);
-  const aligned = (...xs: number[]) => xs.every((x) => x % 4 === 0);
-  if (args.generic) return 'generic';
-  const offs = aligned(args.aOff ?? 0, args.bOff ?? 0, lda, ldb);
-  if (!offs) return 'generic';
-  if (form === 'nn' && aligned(K)) return 'nn';
-  if (form === 'nt' && aligned(K)) return 'nt';
-  if (form === 'tn') return 'tn';
-  return 'generic';
+const aligned = (...xs: number[]) => xs.every((x) => x % 4 === 0);
+const roundUp4 = (x: number) => Math.ceil(x / 4) * 4;
+
+function leading(args: MatmulArgs): { lda: number; ldb: number } {
+  const { form, M, N, K } = args;
+  return { lda: args.lda ?? (form === 'tn' ? M : K), ldb: args.ldb ?? (form === 'nt' ? K : N) };
 }
 
-/** Build the dispatch for C = op(A)·op(B) (+bias): once per shape, reused every step. */
-export async function matmul(rt: Runtime, args: MatmulArgs): Promise<Dispatch> {
+/** The entry point of the direct (untransposed) path for these arguments. */
+export function matmulEntry(args: MatmulArgs): 'nn' | 'nt' | 'tn' | 'generic' {
+  const { form, K } = args;
+  const { lda, ldb } = leading(args);
+  if (args.strategy === 'generic') return 'generic';
+  if (!aligned(args.aOff ?? 0, args.bOff ?? 0, lda, ldb)) return 'generic';
+  if (form === 'tn') return 'tn';
+  return aligned(K) ? form : 'generic';
+}
+
+/** Whether the product runs as transpose(s) + tn, and which operands get transposed. */
+export function matmulPlan(args: MatmulArgs): { transposeA: boolean; transposeB: boolean } | null {
+  const strategy = args.strategy ?? 'auto';
+  if (strategy !== 'auto' || args.form === 'tn') return null;
+  const { ldb } = leading(args);
+  // nn keeps B [K, N] as tn's B: its rows must be vec4-aligned.
+  if (args.form === 'nn' && !aligned(args.bOff ?? 0, ldb)) return null;
+  return { transposeA: true, transposeB: args.form === 'nt' };
+}
+
+/** Workspace bytes a product needs for its transposed operands. */
+export function matmulWorkspaceBytes(args: MatmulArgs): { a: number; b: number } {
+  const plan = matmulPlan(args);
+  if (!plan) return { a: 0, b: 0 };
+  return { a: args.K * roundUp4(args.M) * 4, b: plan.transposeB ? args.K * roundUp4(args.N) * 4 : 0 };
+}
+
+/** out[c·ldo + r] = inp[inOff + r·ldi + c]: rows × cols → cols × rows. */
+export async function transpose(rt: Runtime, a: { inp: BufferBinding; out: BufferBinding; rows: number; cols: number; ldi?: number; ldo?: number; inOff?: number }): Promise<Dispatch> {
+  const kernel = await rt.kernels.kernel('transpose', 'transpose');
+  const bound = rt.kernels.bind(kernel, { inp: a.inp, out: a.out }, { rows: a.rows, cols: a.cols, ldi: a.ldi ?? a.cols, ldo: a.ldo ?? a.rows, inOff: a.inOff ?? 0 });
+  return { bound, workgroups: [Math.ceil(a.cols / (4 * TRANSPOSE_WG)), Math.ceil(a.rows / (4 * TRANSPOSE_WG))] };
+}
+
+async function direct(rt: Runtime, args: MatmulArgs): Promise<Dispatch> {
   const { form, M, N, K } = args;
-  if (!(M > 0 && N > 0 && K > 0)) throw new Error(`matmul: dimensions must be positive (M=${M}, N=${N}, K=${K})`);
   const entry = matmulEntry(args);
   const overrides: Record<string, number | boolean> = { HAS_BIAS: !!args.bias, ACCUMULATE: !!args.accumulate, WG_X: MATMUL_WG[0], WG_Y: MATMUL_WG[1] };
   if (entry === 'generic') {
@@ -58,14 +91,42 @@ export async function matmul(rt: Runtime, args: MatmulArgs): Promise<Dispatch> {
     overrides.TRANS_B = form === 'nt';
   }
   const kernel = await rt.kernels.kernel('matmul', entry, overrides);
-  const lda = args.lda ?? (form === 'tn' ? M : K);
-  const ldb = args.ldb ?? (form === 'nt' ? K : N);
+  const { lda, ldb } = leading(args);
   const bound = rt.kernels.bind(
     kernel,
     entry === 'generic' ? { a: args.a, b: args.b, c: args.c, bias: args.bias ?? rt.dummy } : { a4: args.a, b4: args.b, c: args.c, bias: args.bias ?? rt.dummy },
     { M, N, K, lda, ldb, ldc: args.ldc ?? N, aOff: args.aOff ?? 0, bOff: args.bOff ?? 0, cOff: args.cOff ?? 0, biasOff: args.biasOff ?? 0 },
   );
   return { bound, workgroups: [Math.ceil(N / (8 * MATMUL_WG[0])), Math.ceil(M / (4 * MATMUL_WG[1]))] };
+}
+
+/**
+ * Dispatches for C = op(A)·op(B) (+bias) (+C), built once per shape and reused every step. The
+ * transposed operands live in runtime workspaces shared by every product: a product's dispatches
+ * run back to back, so one product's transposes never overlap another's.
+ */
+export async function matmul(rt: Runtime, args: MatmulArgs): Promise<Dispatch[]> {
+  const { form, M, N, K } = args;
+  if (!(M > 0 && N > 0 && K > 0)) throw new Error(`matmul: dimensions must be positive (M=${M}, N=${N}, K=${K})`);
+  const plan = matmulPlan(args);
+  if (!plan) return [await direct(rt, args)];
+  const { lda, ldb } = leading(args);
+  const ws = matmulWorkspaceBytes(args);
+  const out: Dispatch[] = [];
+  const at = rt.workspace('matmul.a', ws.a);
+  const ldAt = roundUp4(M);
+  out.push(await transpose(rt, { inp: args.a, out: at, rows: M, cols: K, ldi: lda, ldo: ldAt, inOff: args.aOff }));
+  let b = args.b;
+  let ldB = ldb;
+  let bOff = args.bOff ?? 0;
+  if (plan.transposeB) {
+    b = rt.workspace('matmul.b', ws.b);
+    ldB = roundUp4(N);
+    bOff = 0;
+    out.push(await transpose(rt, { inp: args.b, out: b, rows: N, cols: K, ldi: ldb, ldo: ldB, inOff: args.bOff }));
+  }
+  out.push(await direct(rt, { ...args, form: 'tn', a: at, lda: ldAt, aOff: 0, b, ldb: ldB, bOff, strategy: 'direct' }));
+  return out;
 }
 
 export function matmulFlops(M: number, N: number, K: number): number {
