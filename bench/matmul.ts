@@ -2,7 +2,7 @@
 // adapter has them (wall time otherwise). `tsx bench/matmul.ts [--reps N] [--json FILE]`
 import { Runtime } from '../src/gpu/runtime.ts';
 import { nodePlatform } from '../src/platform/node.ts';
-import { matmul, matmulEntry, matmulFlops, type MatmulForm } from '../src/ops/matmul.ts';
+import { matmul, matmulEntry, matmulFlops, matmulPlan, type MatmulForm, type MatmulStrategy } from '../src/ops/matmul.ts';
 import { arg, emit, machine, median } from './util.ts';
 
 const SHAPES: { name: string; M: number; N: number; K: number; form: MatmulForm }[] = [
@@ -15,21 +15,30 @@ const SHAPES: { name: string; M: number; N: number; K: number; form: MatmulForm 
   { name: '1024³ Aᵀ·B (dW)', M: 1024, N: 1024, K: 1024, form: 'tn' },
 ];
 
-export async function benchMatmul(rt: Runtime, M: number, N: number, K: number, form: MatmulForm, reps: number): Promise<{ ms: number; gflops: number; timing: 'gpu' | 'wall' }> {
+/** Median GPU ms per product for each strategy, the strategies' runs interleaved (fair under noise). */
+export async function benchMatmul(rt: Runtime, M: number, N: number, K: number, form: MatmulForm, reps: number, strategies: MatmulStrategy[] = ['auto']): Promise<{ strategy: MatmulStrategy; ms: number; gflops: number }[]> {
   const mem = rt.memory;
   const a = mem.upload('bench.a', new Float32Array(M * K).map(() => Math.random() - 0.5));
   const b = mem.upload('bench.b', new Float32Array(K * N).map(() => Math.random() - 0.5));
   const c = mem.storage('bench.c', M * N * 4);
-  const d = await matmul(rt, { form, M, N, K, a, b, c });
-  await rt.steps.run('warmup', d);
-  const times: number[] = [];
+  const ds = [];
+  for (const strategy of strategies) {
+    const d = await matmul(rt, { form, M, N, K, a, b, c, strategy });
+    await rt.steps.run('warmup', d);
+    ds.push(d);
+  }
+  const times: number[][] = strategies.map(() => []);
   for (let r = 0; r < reps; r++) {
-    const t = await rt.steps.run(`matmul ${M}x${N}x${K}`, d, { timestamps: true });
-    times.push(t.gpuMs ?? t.wallMs);
+    for (let i = 0; i < ds.length; i++) {
+      const t = await rt.steps.run(`matmul ${M}x${N}x${K}`, ds[i]!, { timestamps: true });
+      times[i]!.push(t.gpuMs ?? t.wallMs);
+    }
   }
   for (const x of [a, b, c]) mem.destroy(x);
-  const ms = median(times);
-  return { ms, gflops: matmulFlops(M, N, K) / (ms * 1e6), timing: rt.gpu.hasTimestamps ? 'gpu' : 'wall' };
+  return strategies.map((strategy, i) => {
+    const ms = median(times[i]!);
+    return { strategy, ms, gflops: matmulFlops(M, N, K) / (ms * 1e6) };
+  });
 }
 
 async function main() {
@@ -37,10 +46,14 @@ async function main() {
   const rt = await Runtime.open(nodePlatform);
   const results = [];
   for (const s of SHAPES) {
-    const r = await benchMatmul(rt, s.M, s.N, s.K, s.form, reps);
-    const entry = matmulEntry({ form: s.form, M: s.M, N: s.N, K: s.K, a: rt.dummy, b: rt.dummy, c: rt.dummy });
-    process.stderr.write(`${s.name.padEnd(36)} ${entry.padEnd(8)} ${r.ms.toFixed(2).padStart(9)} ms ${r.gflops.toFixed(1).padStart(7)} GFLOP/s\n`);
-    results.push({ ...s, entry, reps, medianMs: r.ms, gflops: r.gflops, timing: r.timing });
+    const args = { form: s.form, M: s.M, N: s.N, K: s.K, a: rt.dummy, b: rt.dummy, c: rt.dummy };
+    const plan = matmulPlan(args);
+    const path = plan ? `transpose${plan.transposeB ? ' A,B' : ' A'} + tn` : matmulEntry(args);
+    const strategies: MatmulStrategy[] = plan ? ['auto', 'direct'] : ['auto'];
+    const rs = await benchMatmul(rt, s.M, s.N, s.K, s.form, reps, strategies);
+    const [best, direct] = rs;
+    process.stderr.write(`${s.name.padEnd(36)} ${path.padEnd(18)} ${best!.ms.toFixed(2).padStart(9)} ms ${best!.gflops.toFixed(1).padStart(6)} GFLOP/s${direct ? `   (direct ${s.form} kernel: ${direct.gflops.toFixed(1)})` : ''}\n`);
+    results.push({ ...s, path, reps, medianMs: best!.ms, gflops: best!.gflops, direct: direct ? { entry: matmulEntry(args), medianMs: direct.ms, gflops: direct.gflops } : null, timing: rt.gpu.hasTimestamps ? 'gpu timestamps' : 'wall clock' });
   }
   emit({ benchmark: 'matmul', date: new Date().toISOString(), machine: machine(rt), results });
   rt.destroy();
