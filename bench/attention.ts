@@ -1,0 +1,73 @@
+// Attention forward/backward time on this adapter next to the matmuls of the same GPT-2 layer:
+// median over repeated runs, GPU timestamps when the adapter has them (wall time otherwise).
+// `tsx bench/attention.ts [--reps N] [--quick] [--json FILE]`
+import { Runtime } from '../src/gpu/runtime.ts';
+import { nodePlatform } from '../src/platform/node.ts';
+import type { Dispatch } from '../src/gpu/step.ts';
+import { attentionBackward, attentionBufferBytes, attentionForward, attentionForwardFlops, ATTENTION_WG, type AttentionShape } from '../src/ops/attention.ts';
+import { benchMatmul } from './matmul.ts';
+import { arg, emit, machine, median } from './util.ts';
+
+const SHAPES: (AttentionShape & { name: string })[] = [
+  { name: 'B=4 T=256 C=768 h=12', B: 4, T: 256, C: 768, nHead: 12 },
+  { name: 'B=1 T=1024 C=768 h=12', B: 1, T: 1024, C: 768, nHead: 12 },
+];
+
+async function time(rt: Runtime, label: string, items: Dispatch[], reps: number): Promise<number> {
+  await rt.steps.run(`${label} warmup`, items);
+  const ts: number[] = [];
+  for (let r = 0; r < reps; r++) {
+    const t = await rt.steps.run(label, items, { timestamps: true });
+    ts.push(t.gpuMs ?? t.wallMs);
+  }
+  return median(ts);
+}
+
+async function main() {
+  const reps = arg('--reps', 5);
+  const quick = process.argv.includes('--quick');
+  const rt = await Runtime.open(nodePlatform);
+  const mem = rt.memory;
+  const results = [];
+  for (const s of SHAPES) {
+    const { B, T, C, nHead } = s;
+    const rnd = (n: number) => new Float32Array(n).map(() => Math.random() * 2 - 1);
+    const sizes = attentionBufferBytes(s);
+    const qkv = mem.upload('bench.qkv', rnd(B * T * 3 * C));
+    const out = mem.storage('bench.out', B * T * C * 4);
+    const stats = mem.storage('bench.stats', sizes.statsBytes);
+    const dout = mem.upload('bench.dout', rnd(B * T * C));
+    const dqkv = mem.storage('bench.dqkv', B * T * 3 * C * 4);
+    const scratch = mem.storage('bench.scratch', sizes.scratchBytes);
+    let t0 = performance.now();
+    const fwd = await attentionForward(rt, { ...s, qkv, out, stats, save: true });
+    const fwdOnly = await attentionForward(rt, { ...s, qkv, out, save: false });
+    const bwd = await attentionBackward(rt, { ...s, dout, qkv, stats, out, dqkv, scratch });
+    const buildMs = performance.now() - t0;
+    t0 = performance.now();
+    const fwdMs = await time(rt, 'attention forward', fwd, reps);
+    const fwdOnlyMs = quick ? NaN : await time(rt, 'attention forward-only', fwdOnly, reps);
+    const bwdQMs = await time(rt, 'attention backward_q', [bwd[0]!], reps);
+    const bwdKvMs = await time(rt, 'attention backward_kv', [bwd[1]!], reps);
+    for (const b of [qkv, out, stats, dout, dqkv, scratch]) mem.destroy(b);
+    const gf = attentionForwardFlops(s) / 1e9;
+    // The same layer's matmuls (forward): c_attn, attn c_proj, mlp c_fc, mlp c_proj.
+    const M = B * T;
+    const mm: Record<string, number> = {};
+    if (!quick) {
+      const mmMs = async (m: number, n: number, k: number) => (await benchMatmul(rt, m, n, k, 'nn', reps))[0]!.ms;
+      mm.c_attn = await mmMs(M, 3 * C, C);
+      mm.attn_proj = await mmMs(M, C, C);
+      mm.c_fc = await mmMs(M, 4 * C, C);
+      mm.mlp_proj = await mmMs(M, C, 4 * C);
+    }
+    const line = `${s.name.padEnd(24)} fwd ${fwdMs.toFixed(1)} ms (${(gf / (fwdMs / 1e3)).toFixed(1)} GFLOP/s causal)  fwd-only ${fwdOnlyMs.toFixed(1)}  bwd ${(bwdQMs + bwdKvMs).toFixed(1)} ms (q ${bwdQMs.toFixed(1)} + kv ${bwdKvMs.toFixed(1)})  build ${buildMs.toFixed(0)} ms`;
+    process.stderr.write(line + '\n');
+    if (!quick) process.stderr.write(`${''.padEnd(24)} matmuls: ${Object.entries(mm).map(([k, v]) => `${k} ${v.toFixed(1)}`).join('  ')} ms\n`);
+    results.push({ ...s, wg: ATTENTION_WG, reps, forwardMs: fwdMs, forwardOnlyMs: fwdOnlyMs, backwardQMs: bwdQMs, backwardKvMs: bwdKvMs, forwardGflops: gf / (fwdMs / 1e3), buildMs, matmulMs: mm, statsBytes: sizes.statsBytes, scratchBytes: sizes.scratchBytes, probsBytesIfStored: 4 * B * nHead * T * T });
+  }
+  emit({ benchmark: 'attention', date: new Date().toISOString(), machine: machine(rt), timing: rt.gpu.hasTimestamps ? 'gpu' : 'wall', results });
+  rt.destroy();
+}
+
+if (import.meta.url === `file://${process.argv[1]}`) await main();
