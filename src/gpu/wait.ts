@@ -13,12 +13,18 @@ export class GpuWaiter {
   async wait(label: string, hintMs?: number): Promise<number> {
     const t0 = performance.now();
     const est = hintMs ?? this.estimates.get(label) ?? 0;
-    if (est > 2) await sleep(est * 0.9);
+    const slept = est > 2;
+    if (slept) await sleep(est * 0.9);
+    const t1 = performance.now();
     await this.device.queue.onSubmittedWorkDone();
-    const ms = performance.now() - t0;
+    const t2 = performance.now();
+    const ms = t2 - t0;
+    // If the queue was already idle when the sleep ended, we overslept and `ms` is the sleep, not
+    // the GPU: shrink the estimate quickly (a slow first run, e.g. pipeline compiles, must not make
+    // every later wait oversleep). Otherwise the measured time is the GPU's; follow it.
+    const overslept = slept && t2 - t1 < 0.5;
     const prev = this.estimates.get(label);
-    // Track the minimum-ish: a long outlier must not make every later wait oversleep.
-    this.estimates.set(label, prev === undefined ? ms : Math.min(ms, 0.7 * prev + 0.3 * ms));
+    this.estimates.set(label, overslept ? est * 0.5 : prev === undefined ? ms : 0.5 * prev + 0.5 * ms);
     return ms;
   }
 }
