@@ -6,7 +6,8 @@ export default defineConfig({
     include: ['test/**/*.test.ts'],
     fileParallelism: false,
     pool: 'forks',
-    testTimeout: 120_000,
-    hookTimeout: 120_000,
+    // Generous: on a fresh machine lavapipe compiles every pipeline with LLVM on first use (seconds each).
+    testTimeout: 600_000,
+    hookTimeout: 600_000,
   },
 });

@@ -26,7 +26,7 @@ function outDir(name: string): string {
   return join(parent, 'ckpt');
 }
 
-const finetune = (args: string[], opts: Parameters<typeof runCli>[1] = {}) => runCli(['finetune', '--model', TINY, ...args], { timeoutMs: 90_000, ...opts });
+const finetune = (args: string[], opts: Parameters<typeof runCli>[1] = {}) => runCli(['finetune', '--model', TINY, ...args], { timeoutMs: 300_000, ...opts });
 
 function ok(r: CliResult): CliResult {
   expect(r.code, describeRun(r)).toBe(0);

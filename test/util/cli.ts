@@ -53,7 +53,7 @@ export function runCli(args: string[], opts: RunOptions = {}): Promise<CliResult
       stderr += d;
     });
     opts.onSpawn?.(child);
-    const timer = setTimeout(() => child.kill('SIGKILL'), opts.timeoutMs ?? 60_000);
+    const timer = setTimeout(() => child.kill('SIGKILL'), opts.timeoutMs ?? 300_000);
     child.on('error', (e) => {
       clearTimeout(timer);
       reject(e);
