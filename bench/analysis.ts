@@ -11,7 +11,8 @@ import { parseConfig } from '../src/model/config.ts';
 import { paramSpecs, paramCount } from '../src/model/params.ts';
 import { GpuWeights } from '../src/model/weights.ts';
 import { windows } from '../src/data/tokens.ts';
-import { prepareLmData, runAnalysis, seededRandom } from '../src/analysis/run.ts';
+import { prepareLmData, runAnalysis } from '../src/analysis/run.ts';
+import { mulberry32 } from '../src/util/random.ts';
 import type { DeviationMetric } from '../src/analysis/types.ts';
 import { TrainingGraph } from '../src/train/graph.ts';
 import { BatchLoader, Trainer } from '../src/train/trainer.ts';
@@ -19,7 +20,7 @@ import { makeSchedule } from '../src/train/schedule.ts';
 import { arg, emit, machine, median } from './util.ts';
 
 function randomWeights(cfg: ReturnType<typeof parseConfig>, seed: number): Map<string, Float32Array> {
-  const rnd = seededRandom(seed);
+  const rnd = mulberry32(seed);
   const out = new Map<string, Float32Array>();
   for (const s of paramSpecs(cfg)) {
     const a = new Float32Array(s.numel);
@@ -61,7 +62,7 @@ async function main() {
   const cfg = parseConfig(JSON.stringify({ model_type: 'gpt2', n_layer: layers, n_embd: embd, n_head: heads, vocab_size: vocab, n_positions: Math.max(seq, 128), layer_norm_epsilon: 1e-5, activation_function: 'gelu_new', tie_word_embeddings: true }), 'bench');
   const rt = await Runtime.open(nodePlatform);
   const weights = GpuWeights.upload(rt, cfg, randomWeights(cfg, 1));
-  const rnd = seededRandom(2);
+  const rnd = mulberry32(2);
   const ids = Int32Array.from({ length: sequences * (seq + 1) }, () => Math.floor(rnd() * vocab));
   const win = windows(ids, seq, 'random tokens');
   const data = prepareLmData(win);

@@ -12,23 +12,8 @@ import {
 } from '../src/analysis/boundary.ts';
 import { costTable } from '../src/analysis/cost.ts';
 import type { ModelConfig } from '../src/model/config.ts';
+import { gpt2Config } from './util/config.ts';
 
-function gpt2Config(over: Partial<ModelConfig> = {}): ModelConfig {
-  const nEmbd = over.nEmbd ?? 768;
-  return {
-    modelType: 'gpt2',
-    nLayer: 12,
-    nEmbd,
-    nHead: 12,
-    nInner: 4 * nEmbd,
-    vocabSize: 50257,
-    nPositions: 1024,
-    layerNormEpsilon: 1e-5,
-    activation: 'gelu_tanh',
-    tiedHead: true,
-    ...over,
-  };
-}
 
 describe('eof = argmax G_k', () => {
   const table: [string, number[], number, number[]][] = [

@@ -1,23 +1,8 @@
 import { describe, expect, it } from 'vitest';
 import { activationTerms, blockParamCount, costTable, costTerms, parameterCounts, predictedSaving, stepCost, trainableParams } from '../src/analysis/cost.ts';
 import type { ModelConfig } from '../src/model/config.ts';
+import { gpt2Config } from './util/config.ts';
 
-function gpt2Config(over: Partial<ModelConfig> = {}): ModelConfig {
-  const nEmbd = over.nEmbd ?? 768;
-  return {
-    modelType: 'gpt2',
-    nLayer: 12,
-    nEmbd,
-    nHead: 12,
-    nInner: 4 * nEmbd,
-    vocabSize: 50257,
-    nPositions: 1024,
-    layerNormEpsilon: 1e-5,
-    activation: 'gelu_tanh',
-    tiedHead: true,
-    ...over,
-  };
-}
 
 // Small config: N = 2 blocks, C = 8, H = 2 (hs = 4), F = 4C = 32, V = 10, nPositions 8, T = 4, B = 1.
 // M = B·T = 4 tokens. Causal pairs per (batch row, head): T(T+1)/2 = 10; B·H·10 = 20 pairs.

@@ -14,23 +14,8 @@ import {
 } from '../src/analysis/gain.ts';
 import { blockParamCount } from '../src/analysis/cost.ts';
 import type { ModelConfig } from '../src/model/config.ts';
+import { gpt2Config } from './util/config.ts';
 
-function gpt2Config(over: Partial<ModelConfig> = {}): ModelConfig {
-  const nEmbd = over.nEmbd ?? 768;
-  return {
-    modelType: 'gpt2',
-    nLayer: 12,
-    nEmbd,
-    nHead: 12,
-    nInner: 4 * nEmbd,
-    vocabSize: 50257,
-    nPositions: 1024,
-    layerNormEpsilon: 1e-5,
-    activation: 'gelu_tanh',
-    tiedHead: true,
-    ...over,
-  };
-}
 
 /** mulberry32: a small deterministic PRNG in [0, 1). */
 function rng(seed: number): () => number {

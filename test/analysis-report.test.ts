@@ -3,23 +3,8 @@ import { renderAnalysisSvg } from '../src/analysis/plot.ts';
 import { buildReport, renderReportText, reportToJson } from '../src/analysis/report.ts';
 import { registerGainStrategy } from '../src/analysis/gain.ts';
 import type { ModelConfig } from '../src/model/config.ts';
+import { gpt2Config } from './util/config.ts';
 
-function gpt2Config(over: Partial<ModelConfig> = {}): ModelConfig {
-  const nEmbd = over.nEmbd ?? 768;
-  return {
-    modelType: 'gpt2',
-    nLayer: 12,
-    nEmbd,
-    nHead: 12,
-    nInner: 4 * nEmbd,
-    vocabSize: 50257,
-    nPositions: 1024,
-    layerNormEpsilon: 1e-5,
-    activation: 'gelu_tanh',
-    tiedHead: true,
-    ...over,
-  };
-}
 
 /** Minimal well-formedness check: tags balance, attributes quoted, no stray '<' or '&' in text. */
 function checkXml(s: string): void {

@@ -6,18 +6,9 @@ import type { Runtime } from '../src/gpu/runtime.ts';
 import {
   finiteDifference, layernormBackward as refBackward, layernormForward as refForward, mulberry32, randn, relError,
 } from './reference/ops.ts';
-import { freshSeed, poison, runtime } from './util/gpu.ts';
+import { bits, expectRel, expectWritten, f32, f64, freshSeed, poison, runtime } from './util/gpu.ts';
 
 /** Round float64 data to float32 (what the GPU sees); the CPU reference then uses the same values. */
-function f32(a: Float64Array): Float32Array {
-  return Float32Array.from(a);
-}
-function f64(a: Float32Array): Float64Array {
-  return Float64Array.from(a);
-}
-function bits(a: Float32Array): Uint32Array {
-  return new Uint32Array(a.buffer.slice(a.byteOffset, a.byteOffset + a.byteLength));
-}
 
 interface Inputs { x: Float32Array; gamma: Float32Array; beta: Float32Array; dout: Float32Array }
 
@@ -55,15 +46,7 @@ async function runGpu(rt: Runtime, rows: number, C: number, inp: Inputs, opts: {
   return res;
 }
 
-function expectWritten(seed: number, name: string, a: Float32Array): void {
-  const i = a.findIndex((v) => !Number.isFinite(v));
-  expect(i, `seed ${seed}: ${name}[${i}] not written (or not finite)`).toBe(-1);
-}
 
-function expectRel(seed: number, name: string, out: ArrayLike<number>, ref: ArrayLike<number>, tol: number): void {
-  const e = relError(out, ref);
-  expect(e, `seed ${seed}: ${name} relative error ${e.toExponential(3)} > ${tol}`).toBeLessThanOrEqual(tol);
-}
 
 const SHAPES: [number, number][] = [[1, 1], [37, 29], [37, 96], [5, 768], [300, 64], [129, 130]];
 

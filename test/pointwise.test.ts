@@ -6,25 +6,8 @@ import {
   finiteDifference, geluBackward as refGeluBackward, geluForward as refGeluForward, mulberry32, randn, relError,
   residualBackward as refResidualBackward, residualForward as refResidualForward,
 } from './reference/ops.ts';
-import { freshSeed, poison, runtime } from './util/gpu.ts';
+import { bits, expectRel, expectWritten, f32, f64, freshSeed, poison, runtime } from './util/gpu.ts';
 
-function f32(a: Float64Array): Float32Array {
-  return Float32Array.from(a);
-}
-function f64(a: Float32Array): Float64Array {
-  return Float64Array.from(a);
-}
-function bits(a: Float32Array): Uint32Array {
-  return new Uint32Array(a.buffer.slice(a.byteOffset, a.byteOffset + a.byteLength));
-}
-function expectWritten(seed: number, name: string, a: Float32Array): void {
-  const i = a.findIndex((v) => !Number.isFinite(v));
-  expect(i, `seed ${seed}: ${name}[${i}] not written (or not finite)`).toBe(-1);
-}
-function expectRel(seed: number, name: string, out: ArrayLike<number>, ref: ArrayLike<number>, tol: number): void {
-  const e = relError(out, ref);
-  expect(e, `seed ${seed}: ${name} relative error ${e.toExponential(3)} > ${tol}`).toBeLessThanOrEqual(tol);
-}
 
 /** Normals scaled by 3, with a few far tails (±8..±40) to exercise the saturated tanh. */
 function geluInputs(seed: number, n: number): Float32Array {

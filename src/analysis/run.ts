@@ -17,6 +17,7 @@
 // D_k over all runs = Σ_r P_r·D_k^(r) / Σ_r P_r (P_r positions of run r): the mean over every analysed
 // position, whatever the batching.
 
+import { mulberry32 } from '../util/random.ts';
 import type { Runtime } from '../gpu/runtime.ts';
 import type { ModelConfig } from '../model/config.ts';
 import { Gpt2Forward } from '../model/forward.ts';
@@ -63,22 +64,12 @@ export interface PreparedData {
   notes: string[];
 }
 
-/** Seeded uniform random in [0, 1) (mulberry32, as src/train/trainer.ts). */
-export function seededRandom(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = Math.imul(a ^ (a >>> 15), a | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 /** n distinct indices of [0, total), sorted ascending, seeded (Floyd's algorithm: O(n) expected). */
 export function sampleIndices(total: number, n: number, seed: number): Int32Array {
   if (!Number.isInteger(n) || n < 1) throw new AnalysisError(`samples must be a positive integer, got ${n}`);
   if (n >= total) return Int32Array.from({ length: total }, (_, i) => i);
-  const rnd = seededRandom(seed);
+  const rnd = mulberry32(seed);
   const chosen = new Set<number>();
   for (let j = total - n; j < total; j++) {
     const t = Math.floor(rnd() * (j + 1));

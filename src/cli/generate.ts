@@ -2,17 +2,7 @@
 import { Gpt2Forward } from '../model/forward.ts';
 import { loadModel, promptIds } from './model.ts';
 import { UserError } from './common.ts';
-
-/** Seeded uniform numbers for reproducible sampling. */
-function mulberry32(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = Math.imul(a ^ (a >>> 15), a | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+import { mulberry32 } from '../util/random.ts';
 
 export function pickToken(logits: Float32Array, temperature: number, rand: () => number): number {
   let best = 0;

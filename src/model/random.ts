@@ -2,15 +2,10 @@
 // and embeddings, zero biases, unit norm gains; a seeded generator so runs are reproducible.
 import type { ModelConfig } from './config.ts';
 import { paramSpecs } from './params.ts';
+import { mulberry32 } from '../util/random.ts';
 
 export function randomParams(cfg: ModelConfig, seed = 1, std = 0.02): Map<string, Float32Array> {
-  let a = seed >>> 0;
-  const uniform = () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = Math.imul(a ^ (a >>> 15), a | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
+  const uniform = mulberry32(seed);
   const out = new Map<string, Float32Array>();
   for (const spec of paramSpecs(cfg)) {
     const x = new Float32Array(spec.numel);

@@ -4,18 +4,13 @@
 import type { TokenWindows } from '../data/tokens.ts';
 import { learningRate, type Schedule } from './schedule.ts';
 import type { TrainingGraph } from './graph.ts';
+import { mulberry32 } from '../util/random.ts';
 
 /** Seeded permutation (Fisher–Yates with mulberry32). */
 export function permutation(n: number, seed: number): Uint32Array {
   const p = new Uint32Array(n);
   for (let i = 0; i < n; i++) p[i] = i;
-  let a = seed >>> 0;
-  const next = () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = Math.imul(a ^ (a >>> 15), a | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
+  const next = mulberry32(seed);
   for (let i = n - 1; i > 0; i--) {
     const j = Math.floor(next() * (i + 1));
     const tmp = p[i]!;

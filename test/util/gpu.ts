@@ -1,5 +1,7 @@
 // Shared test helpers: one runtime per test file, fresh random data, CPU-side float64 math.
+import { expect } from 'vitest';
 import { Runtime } from '../../src/gpu/runtime.ts';
+import { mulberry32, relError as refRelError } from '../reference/ops.ts';
 import { nodePlatform } from '../../src/platform/node.ts';
 
 let rt: Promise<Runtime> | null = null;
@@ -10,16 +12,7 @@ export function runtime(): Promise<Runtime> {
 }
 
 /** Seeded RNG (mulberry32); tests log the seed so a failure can be replayed. */
-export function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+export const rng = mulberry32;
 
 export function freshSeed(): number {
   return (Date.now() ^ (Math.random() * 0x7fffffff)) >>> 0;
@@ -47,4 +40,28 @@ export function relError(out: ArrayLike<number>, ref: ArrayLike<number>): number
 /** Fill a buffer with NaN so that an output element the kernel forgets to write shows up. */
 export function poison(n: number): Float32Array {
   return new Float32Array(n).fill(Number.NaN);
+}
+
+// Kernel-test assertions: every output element written, ‖out − ref‖/‖ref‖ within a bound.
+
+export function f32(a: Float64Array): Float32Array {
+  return Float32Array.from(a);
+}
+
+export function f64(a: Float32Array): Float64Array {
+  return Float64Array.from(a);
+}
+
+export function bits(a: Float32Array): Uint32Array {
+  return new Uint32Array(a.buffer.slice(a.byteOffset, a.byteOffset + a.byteLength));
+}
+
+export function expectWritten(seed: number, name: string, a: Float32Array): void {
+  const i = a.findIndex((v) => !Number.isFinite(v));
+  expect(i, `seed ${seed}: ${name}[${i}] not written (or not finite)`).toBe(-1);
+}
+
+export function expectRel(seed: number, name: string, out: ArrayLike<number>, ref: ArrayLike<number>, tol: number): void {
+  const e = refRelError(out, ref);
+  expect(e, `seed ${seed}: ${name} relative error ${e.toExponential(3)} > ${tol}`).toBeLessThanOrEqual(tol);
 }
