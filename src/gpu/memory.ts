@@ -73,6 +73,10 @@ export class GpuMemory {
     buffer.destroy();
   }
 
+  isLive(buffer: GPUBuffer): boolean {
+    return this.live.has(buffer);
+  }
+
   /** A mark: `releaseSince(mark)` destroys every buffer allocated after it (e.g. one model shape). */
   mark(): number {
     return this.serial;

@@ -28,7 +28,7 @@ export class Runtime {
    */
   workspace(name: string, bytes: number): GPUBuffer {
     const cur = this.workspaces.get(name);
-    if (cur && cur.size >= bytes) return cur;
+    if (cur && cur.size >= bytes && this.memory.isLive(cur)) return cur;
     const b = this.memory.storage(`workspace.${name}`, bytes);
     this.workspaces.set(name, b);
     return b;
