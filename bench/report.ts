@@ -1,0 +1,84 @@
+// Render bench/results/*.json as the Markdown tables of BENCHMARKS.md.
+//   tsx bench/report.ts [results dir]   (prints Markdown on stdout)
+import { existsSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
+
+const dir = process.argv[2] ?? 'bench/results';
+const read = (f: string) => (existsSync(join(dir, f)) ? JSON.parse(readFileSync(join(dir, f), 'utf8')) : null);
+const out: string[] = [];
+const p = (s = '') => out.push(s);
+const mib = (b: number) => (b / 2 ** 20).toFixed(1);
+const pct = (x: number | null | undefined) => (x === null || x === undefined ? '–' : `${(100 * x).toFixed(1)}%`);
+
+const machineLine = (m: { cpu: string; cores: number; memoryGiB: number; node: string; adapter: { vendor: string; architecture: string; description: string } }) =>
+  `${m.cpu}, ${m.cores} cores, ${m.memoryGiB} GiB; Node ${m.node}; adapter ${m.adapter.vendor} / ${m.adapter.architecture} (${m.adapter.description})`;
+
+const mm = read('matmul.json');
+if (mm) {
+  p('## Matmul (`bench/matmul.ts`)');
+  p();
+  p(`${machineLine(mm.machine)}. ${mm.date.slice(0, 10)}. Median of ${mm.results[0].reps} runs, GPU timestamps; the strategies of one shape are run interleaved.`);
+  p();
+  p('| shape | path | ms | GFLOP/s | direct kernel GFLOP/s |');
+  p('| --- | --- | ---: | ---: | ---: |');
+  for (const r of mm.results) p(`| ${r.name} | ${r.path} | ${r.medianMs.toFixed(2)} | **${r.gflops.toFixed(1)}** | ${r.direct ? `${r.direct.gflops.toFixed(1)} (${r.direct.entry})` : '–'} |`);
+  p();
+}
+
+for (const f of ['model-small.json', 'model-gpt2.json']) {
+  const m = read(f);
+  if (!m) continue;
+  for (const r of m.results) {
+    p(`## ${r.config}: ${(r.parameters / 1e6).toFixed(1)}M parameters (\`bench/model.ts\`)`);
+    p();
+    p(`${machineLine(m.machine)}. ${m.date.slice(0, 10)}. Random weights; median of ${m.reps} runs after a warm-up, GPU timestamps.`);
+    p();
+    p('| forward | ms | tokens/s |');
+    p('| --- | ---: | ---: |');
+    for (const x of r.forward) p(`| B=${x.B}, T=${x.T} (with loss) | ${x.medianMs.toFixed(0)} | **${x.tokensPerSecond.toFixed(0)}** |`);
+    p();
+    p(`Training step (forward + backward + AdamW with clipping), B=${r.train.B}, T=${r.train.T}:`);
+    p();
+    p('| --freeze | ms/step | GPU MiB | step saving measured | analytic | measured/analytic | memory saving measured | analytic |');
+    p('| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |');
+    for (const x of r.train.rows) {
+      p(`| ${x.freeze} | ${x.medianMs.toFixed(0)} | ${mib(x.gpuBytes)} | ${pct(x.measuredStepSaving)} | ${pct(x.analyticStepSaving)} | ${x.stepSavingVsAnalytic === null ? '–' : pct(x.stepSavingVsAnalytic)} | ${pct(x.measuredMemorySaving)} | ${pct(x.analyticMemorySaving)} |`);
+    }
+    p();
+    p('GPU bytes by kind (MiB):');
+    p();
+    const kinds = [...new Set(r.train.rows.flatMap((x: { byKind: Record<string, number> }) => Object.keys(x.byKind)))].filter((k) => !['dummy', 'uniform', 'input'].includes(k as string)) as string[];
+    p(`| --freeze | ${kinds.join(' | ')} |`);
+    p(`| --- | ${kinds.map(() => '---:').join(' | ')} |`);
+    for (const x of r.train.rows) p(`| ${x.freeze} | ${kinds.map((k) => mib(x.byKind[k] ?? 0)).join(' | ')} |`);
+    p();
+  }
+}
+
+const an = read('analysis.json');
+if (an) {
+  p(`## Analysis cost (\`bench/analysis.ts\`)`);
+  p();
+  const m = an.model;
+  p(`${machineLine(an.machine)}. ${an.date.slice(0, 10)}. Random-weight model ${m.nLayer}×${m.nEmbd}, vocab ${m.vocab} (${(m.params / 1e6).toFixed(1)}M parameters); ${an.shape.sequences} sequences × ${an.shape.seq} tokens = ${an.shape.positions} positions, batch ${an.shape.batch}, deviation ${an.shape.metric}.`);
+  p();
+  p('| what | time |');
+  p('| --- | ---: |');
+  p(`| full analysis, first run (Gram, Cholesky, bases, ${an.analysis.cold.runs} forwards, reductions) | ${an.analysis.coldSeconds.toFixed(2)} s |`);
+  p(`| full analysis, again (bases cached) | ${an.analysis.warmSeconds.toFixed(2)} s |`);
+  p(`| one fine-tuning step, full (B=${an.shape.batch}, T=${an.shape.seq}) | ${(an.trainStep.fullMs / 1000).toFixed(2)} s |`);
+  p(`| one fine-tuning step at the chosen --freeze ${an.analysis.freeze} | ${(an.trainStep.atKMs / 1000).toFixed(2)} s |`);
+  p(`| analysis ÷ full step (first run / again) | ${an.ratio.analysisOverFullStepCold.toFixed(1)} / ${an.ratio.analysisOverFullStepWarm.toFixed(1)} steps |`);
+  p(`| steps of fine-tuning at K=${an.analysis.freeze} that pay for the first analysis | ${an.ratio.breakEvenStepsCold.toFixed(0)} |`);
+  p();
+}
+const at = read('attention.json');
+if (at) {
+  p(`## Attention (\`bench/attention.ts\`)`);
+  p();
+  p('```json');
+  p(JSON.stringify(at.results ?? at, null, 1).slice(0, 2500));
+  p('```');
+  p();
+}
+process.stdout.write(`${out.join('\n')}\n`);
