@@ -1,5 +1,5 @@
-// Matmul program. On lavapipe the tn kernel (A stored [K, M]) is the fastest form by ~1.5×: a
-// k-step's 4 rows of A are one vec4 load shared by the SIMD lanes. So nn and nt products transpose
+// Matmul program. On lavapipe the tn kernel (A stored [K, M]) is the fastest form by ~2×: a k-step's
+// 8 rows of A are two vec4 loads uniform across the workgroup, so only B's loads vary by lane. So nn and nt products transpose
 // their operands into a workspace first (a memory pass of (M+N)·K, small next to 2·M·N·K) and run
 // tn; the results are bit-identical to the direct kernels (same summation order). The direct nn/nt
 // kernels and the scalar `generic` one remain for tests and unaligned layouts.
@@ -37,7 +37,14 @@ export interface MatmulArgs {
   strategy?: MatmulStrategy;
 }
 
-export const MATMUL_WG: readonly [number, number] = [8, 8];
+/** Workgroup shape and rows × columns of C per invocation, per entry point. */
+const TILES: Record<'nn' | 'nt' | 'tn' | 'generic', { wg: [number, number]; rows: number; cols: number }> = {
+  nn: { wg: [8, 8], rows: 4, cols: 8 },
+  nt: { wg: [8, 8], rows: 4, cols: 8 },
+  // 8×8 per invocation and one row of invocations: the A loads are uniform across the workgroup.
+  tn: { wg: [8, 1], rows: 8, cols: 8 },
+  generic: { wg: [8, 8], rows: 4, cols: 8 },
+};
 const TRANSPOSE_WG = 8;
 
 const aligned = (...xs: number[]) => xs.every((x) => x % 4 === 0);
@@ -85,7 +92,8 @@ export async function transpose(rt: Runtime, a: { inp: BufferBinding; out: Buffe
 async function direct(rt: Runtime, args: MatmulArgs): Promise<Dispatch> {
   const { form, M, N, K } = args;
   const entry = matmulEntry(args);
-  const overrides: Record<string, number | boolean> = { HAS_BIAS: !!args.bias, ACCUMULATE: !!args.accumulate, WG_X: MATMUL_WG[0], WG_Y: MATMUL_WG[1] };
+  const tile = TILES[entry];
+  const overrides: Record<string, number | boolean> = { HAS_BIAS: !!args.bias, ACCUMULATE: !!args.accumulate, WG_X: tile.wg[0], WG_Y: tile.wg[1] };
   if (entry === 'generic') {
     overrides.TRANS_A = form === 'tn';
     overrides.TRANS_B = form === 'nt';
@@ -97,7 +105,7 @@ async function direct(rt: Runtime, args: MatmulArgs): Promise<Dispatch> {
     entry === 'generic' ? { a: args.a, b: args.b, c: args.c, bias: args.bias ?? rt.dummy } : { a4: args.a, b4: args.b, c: args.c, bias: args.bias ?? rt.dummy },
     { M, N, K, lda, ldb, ldc: args.ldc ?? N, aOff: args.aOff ?? 0, bOff: args.bOff ?? 0, cOff: args.cOff ?? 0, biasOff: args.biasOff ?? 0 },
   );
-  return { bound, workgroups: [Math.ceil(N / (8 * MATMUL_WG[0])), Math.ceil(M / (4 * MATMUL_WG[1]))] };
+  return { bound, workgroups: [Math.ceil(N / (tile.cols * tile.wg[0])), Math.ceil(M / (tile.rows * tile.wg[1]))] };
 }
 
 /**
