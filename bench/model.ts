@@ -1,5 +1,6 @@
 // Forward tokens/s and training-step time and GPU memory at several freeze boundaries, next to the
 // analytic figures of the cost model (method.md §6). Random weights in the benchmark configs' shapes.
+// The boundaries' training steps are timed interleaved (round-robin), so machine noise hits all alike.
 //   tsx bench/model.ts [--config small|gpt2|all] [--reps N] [--json FILE]
 import { Runtime } from '../src/gpu/runtime.ts';
 import { nodePlatform } from '../src/platform/node.ts';
@@ -9,6 +10,7 @@ import { GpuWeights } from '../src/model/weights.ts';
 import { gpt2SmallConfig, randomParams } from '../src/model/random.ts';
 import { paramCount } from '../src/model/params.ts';
 import { TrainingGraph } from '../src/train/graph.ts';
+import type { StepItem } from '../src/gpu/step.ts';
 import { predictedSaving, stepCost } from '../src/analysis/cost.ts';
 import { arg, emit, machine, median } from './util.ts';
 
@@ -60,25 +62,41 @@ async function benchConfig(rt: Runtime, bc: BenchConfig, reps: number) {
   const { B, T } = bc.train;
   const N = cfg.nLayer;
   const boundaries: (number | null)[] = [null, 0, Math.floor(N / 2), N - 1];
-  const train = [];
   const weightBytes = rt.memory.liveBytes;
+  const ids = Array.from({ length: B * T }, (_, i) => (i * 7919) % cfg.vocabSize);
+  const targets = Array.from({ length: B * T }, (_, i) => (i * 104729) % cfg.vocabSize);
+  const build = (K: number | null) => TrainingGraph.build(rt, weights, { B, T, freeze: K, accum: 1 }, { kind: 'adamw', weightDecay: 0.1, maxGradNorm: 1 });
+  // Memory: each graph alone on top of the weights (what a run at that boundary holds).
+  const memory: { bytes: number; byKind: Record<string, number> }[] = [];
   for (const K of boundaries) {
     const m = rt.memory.mark();
-    const g = await TrainingGraph.build(rt, weights, { B, T, freeze: K, accum: 1 }, { kind: 'adamw', weightDecay: 0.1, maxGradNorm: 1 });
-    g.setBatch(Array.from({ length: B * T }, (_, i) => (i * 7919) % cfg.vocabSize), Array.from({ length: B * T }, (_, i) => (i * 104729) % cfg.vocabSize));
-    const items = [...g.zeroItems, ...g.microItems[0]!, ...g.updateItems];
-    let t = 0;
-    const ms = await timeItems(rt, async () => {
-      g.optimizer.setStep(++t, 1e-5, { accumulation: 1, maxGradNorm: 1 });
-      return (await rt.steps.run('train-step', items, { timestamps: true })).gpuMs!;
-    }, reps);
-    const bytes = rt.memory.liveBytes;
-    const byKind = rt.memory.breakdown();
-    const analytic = stepCost(cfg, B, T, K ?? 'none');
-    train.push({ freeze: K === null ? 'none' : K, medianMs: ms, gpuBytes: bytes, gpuBytesAboveWeights: bytes - weightBytes, byKind, analytic: { stepFlops: analytic.flops.total, backwardFlops: analytic.flops.backward, memoryBytes: analytic.memory.totalBytes } });
-    log(`  train B=${B} T=${T} freeze ${K ?? 'none'}: ${ms.toFixed(0)} ms/step, ${(bytes / 2 ** 20).toFixed(1)} MiB on the GPU`);
+    await build(K);
+    memory.push({ bytes: rt.memory.liveBytes, byKind: rt.memory.breakdown() });
     rt.memory.releaseSince(m);
   }
+  // Time: all graphs built, their steps interleaved round-robin so machine noise hits all alike.
+  const m = rt.memory.mark();
+  const graphs: { g: TrainingGraph; items: StepItem[]; t: number; ms: number[] }[] = [];
+  for (const K of boundaries) {
+    const g = await build(K);
+    g.setBatch(ids, targets);
+    graphs.push({ g, items: [...g.zeroItems, ...g.microItems[0]!, ...g.updateItems], t: 0, ms: [] as number[] });
+  }
+  for (let r = 0; r <= reps; r++) {
+    for (const x of graphs) {
+      x.g.setBatch(ids, targets);
+      x.g.optimizer.setStep(++x.t, 1e-5, { accumulation: 1, maxGradNorm: 1 });
+      const ms = (await rt.steps.run('train-step', x.items, { timestamps: true })).gpuMs!;
+      if (r > 0) x.ms.push(ms); // the first round is the warm-up
+    }
+  }
+  rt.memory.releaseSince(m);
+  const train = boundaries.map((K, i) => {
+    const ms = median(graphs[i]!.ms);
+    const analytic = stepCost(cfg, B, T, K ?? 'none');
+    log(`  train B=${B} T=${T} freeze ${K ?? 'none'}: ${ms.toFixed(0)} ms/step, ${(memory[i]!.bytes / 2 ** 20).toFixed(1)} MiB on the GPU`);
+    return { freeze: K === null ? 'none' : K, medianMs: ms, stepsMs: graphs[i]!.ms, gpuBytes: memory[i]!.bytes, gpuBytesAboveWeights: memory[i]!.bytes - weightBytes, byKind: memory[i]!.byKind, analytic: { stepFlops: analytic.flops.total, backwardFlops: analytic.flops.backward, memoryBytes: analytic.memory.totalBytes } };
+  });
   const full = train[0]!;
   for (const r of train) {
     const K = r.freeze === 'none' ? null : (r.freeze as number);

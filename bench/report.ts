@@ -31,7 +31,7 @@ for (const f of ['model-small.json', 'model-gpt2.json']) {
   for (const r of m.results) {
     p(`## ${r.config}: ${(r.parameters / 1e6).toFixed(1)}M parameters (\`bench/model.ts\`)`);
     p();
-    p(`${machineLine(m.machine)}. ${m.date.slice(0, 10)}. Random weights; median of ${m.reps} runs after a warm-up, GPU timestamps.`);
+    p(`${machineLine(m.machine)}. ${m.date.slice(0, 10)}. Random weights; median of ${m.reps} runs after a warm-up, GPU timestamps; the freeze boundaries run interleaved.`);
     p();
     p('| forward | ms | tokens/s |');
     p('| --- | ---: | ---: |');
