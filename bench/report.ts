@@ -76,9 +76,14 @@ const at = read('attention.json');
 if (at) {
   p(`## Attention (\`bench/attention.ts\`)`);
   p();
-  p('```json');
-  p(JSON.stringify(at.results ?? at, null, 1).slice(0, 2500));
-  p('```');
+  p(`${machineLine(at.machine)}. ${at.date.slice(0, 10)}. Median of ${at.results[0].reps} runs, GPU timestamps; the layer's matmuls measured in the same run for scale.`);
+  p();
+  p('| shape | forward ms | forward-only ms | backward ms (dq + dk,dv) | saved per layer | probabilities if stored | c_attn / attn_proj / c_fc / mlp_proj ms |');
+  p('| --- | ---: | ---: | ---: | ---: | ---: | --- |');
+  for (const r of at.results) {
+    const mmMs = r.matmulMs ? `${r.matmulMs.c_attn.toFixed(0)} / ${r.matmulMs.attn_proj.toFixed(0)} / ${r.matmulMs.c_fc.toFixed(0)} / ${r.matmulMs.mlp_proj.toFixed(0)}` : '–';
+    p(`| ${r.name} | ${r.forwardMs.toFixed(1)} | ${r.forwardOnlyMs.toFixed(1)} | ${(r.backwardQMs + r.backwardKvMs).toFixed(1)} (${r.backwardQMs.toFixed(0)} + ${r.backwardKvMs.toFixed(0)}) | ${(r.statsBytes / 1024).toFixed(0)} KiB | ${mib(r.probsBytesIfStored)} MiB | ${mmMs} |`);
+  }
   p();
 }
 process.stdout.write(`${out.join('\n')}\n`);
