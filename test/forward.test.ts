@@ -7,12 +7,16 @@ import { FIXTURE_MODELS, fixture } from './util/fixtures.ts';
 import { relError, runtime } from './util/gpu.ts';
 
 describe.each(FIXTURE_MODELS)('GPT-2 forward matches transformers: %s', (name) => {
-  it('logits, hidden states (trace) and loss', async () => {
+  // The default runs the head in one vocabulary chunk for these models; 64-row chunks exercise the
+  // chunked path GPT-2's 50257-token head takes (the last chunk partial).
+  it.each([undefined, 64])('logits, hidden states (trace) and loss, head chunk rows %s', async (chunkRows) => {
     const rt = await runtime();
     const f = fixture(name);
     const cfg = f.config;
     const weights = GpuWeights.upload(rt, cfg, hostParams({ config: cfg, weights: f.model }));
-    const fwd = await Gpt2Forward.build(rt, weights, { B: f.B, T: f.T, saveFrom: cfg.nLayer, trace: { kind: 'all' }, loss: true, keepLogits: true });
+    const headChunkBytes = chunkRows ? chunkRows * cfg.nEmbd * 4 : undefined;
+    const fwd = await Gpt2Forward.build(rt, weights, { B: f.B, T: f.T, saveFrom: cfg.nLayer, trace: { kind: 'all' }, loss: true, keepLogits: true, headChunkBytes });
+    if (chunkRows) expect(fwd.headRows).toBe(chunkRows);
     fwd.setBatch(f.inputIds, f.targets);
     await fwd.run();
     const rows = f.B * f.T;

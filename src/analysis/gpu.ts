@@ -7,7 +7,7 @@ import { layernormForward } from '../ops/layernorm.ts';
 import { crossEntropyForward } from '../ops/crossentropy.ts';
 import type { ModelConfig } from '../model/config.ts';
 import type { GpuWeights } from '../model/weights.ts';
-import { headRowChunk, headVocabChunk, range } from '../model/forward.ts';
+import { HEAD_CHUNK_BYTES, headRowChunk, headVocabChunk, range } from '../model/forward.ts';
 import { AnalysisError, type DeviationReducer, type DeviationRequest, type DeviationResult, type GramProvider } from './types.ts';
 
 /** G = WᵀW of the head W [V, d], accumulated over vocabulary chunks that each fit one binding. */
@@ -124,7 +124,7 @@ export class GpuDeviationReducer implements DeviationReducer {
     const P = view.count;
     const maxBinding = rt.gpu.limits.maxStorageBufferBindingSize ?? 128 * 2 ** 20;
     const rowChunk = headRowChunk(cfg, P, maxBinding);
-    const vocabChunk = headVocabChunk(cfg, maxBinding);
+    const vocabChunk = headVocabChunk(cfg, maxBinding, HEAD_CHUNK_BYTES);
     const mem = rt.memory;
     const normed = mem.storage('analysis.lens.normed', P * C * 4);
     const logits = mem.storage('analysis.lens.logits', rowChunk * V * 4);

@@ -31,6 +31,8 @@ export interface ForwardOptions {
   loss: boolean;
   /** Keep logits for every row (trace/generate) instead of streaming them through a chunk buffer. */
   keepLogits: boolean;
+  /** Bytes of head weight per head product (default HEAD_CHUNK_BYTES; tests make it small). */
+  headChunkBytes?: number;
 }
 
 /** Activations a block keeps for its backward (llm.c's list). */
@@ -64,10 +66,18 @@ export function headRowChunk(cfg: ModelConfig, rows: number, maxBinding: number,
   return Math.min(r, rows);
 }
 
+/**
+ * Head products run over vocabulary chunks of at most this many bytes of the head weight: each
+ * chunk's nt product transposes it into the matmul workspace, so the chunk sets that workspace's
+ * size (16 MiB instead of a 128 MiB binding for GPT-2) at no cost in speed (each product is still
+ * thousands of rows).
+ */
+export const HEAD_CHUNK_BYTES = 16 * 2 ** 20;
+
 /** Vocabulary chunk of the head weight [V, C] so each chunk fits one binding (GPT-2's wte is 154 MB). */
-export function headVocabChunk(cfg: ModelConfig, maxBinding: number): number {
+export function headVocabChunk(cfg: ModelConfig, maxBinding: number, capBytes = Number.POSITIVE_INFINITY): number {
   const perRow = cfg.nEmbd * 4;
-  const v = Math.floor(maxBinding / perRow);
+  const v = Math.floor(Math.min(maxBinding, capBytes) / perRow);
   if (v >= cfg.vocabSize) return cfg.vocabSize;
   return Math.floor(v / 64) * 64;
 }
@@ -89,7 +99,10 @@ export class Gpt2Forward {
   /** Logits: [B·T, V] when keepLogits, else one row chunk [rowChunk, V] reused. */
   readonly logits: GPUBuffer;
   readonly rowChunk: number;
+  /** Rows of wte per binding range (the embedding gather's parts). */
   readonly vocabChunk: number;
+  /** Rows of the head weight per head product (HEAD_CHUNK_BYTES). */
+  readonly headRows: number;
   /** Per-row losses [B·T] and their mean [1]. */
   readonly losses: GPUBuffer;
   readonly loss: GPUBuffer;
@@ -119,6 +132,7 @@ export class Gpt2Forward {
     const maxBinding = rt.gpu.limits.maxStorageBufferBindingSize ?? 128 * 2 ** 20;
     this.rowChunk = opts.keepLogits ? headRowChunk(cfg, rows, maxBinding, Number.POSITIVE_INFINITY) : headRowChunk(cfg, rows, maxBinding);
     this.vocabChunk = headVocabChunk(cfg, maxBinding);
+    this.headRows = headVocabChunk(cfg, maxBinding, opts.headChunkBytes ?? HEAD_CHUNK_BYTES);
     this.logits = f32('act.logits', (opts.keepLogits ? rows : this.rowChunk) * cfg.vocabSize);
     this.losses = f32('act.losses', rows);
     this.loss = f32('act.loss', 4);
@@ -270,8 +284,8 @@ export class Gpt2Forward {
     const V = cfg.vocabSize;
     const out: Dispatch[] = [];
     const lo = this.opts.keepLogits ? r0 : 0;
-    for (let v0 = 0; v0 < V; v0 += this.vocabChunk) {
-      const vc = Math.min(this.vocabChunk, V - v0);
+    for (let v0 = 0; v0 < V; v0 += this.headRows) {
+      const vc = Math.min(this.headRows, V - v0);
       out.push(...await matmul(rt, {
         form: 'nt', M: r, N: vc, K: C,
         a: range(this.lnf, r0 * C * 4, r * C * 4),

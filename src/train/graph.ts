@@ -28,6 +28,8 @@ export interface TrainingShape {
   freeze: number | null;
   /** Micro-batches per optimizer step (gradient accumulation). */
   accum: number;
+  /** Bytes of head weight per head product (see Gpt2Forward; tests make it small). */
+  headChunkBytes?: number;
 }
 
 export class TrainingGraph {
@@ -73,7 +75,7 @@ export class TrainingGraph {
       throw new Error(`--freeze ${shape.freeze}: must be between 0 and the number of blocks (${N}), or 'none'`);
     }
     if (!(Number.isInteger(shape.accum) && shape.accum >= 1)) throw new Error(`accumulation steps must be a positive integer, got ${shape.accum}`);
-    const forward = await Gpt2Forward.build(rt, weights, { B: shape.B, T: shape.T, saveFrom: shape.freeze ?? 0, trace: { kind: 'none' }, loss: false, keepLogits: false });
+    const forward = await Gpt2Forward.build(rt, weights, { B: shape.B, T: shape.T, saveFrom: shape.freeze ?? 0, trace: { kind: 'none' }, loss: false, keepLogits: false, headChunkBytes: shape.headChunkBytes });
     const grads = new Map<string, GPUBuffer>();
     const trainable = weights.specs.filter((s) => isTrainable(s, shape.freeze));
     for (const s of trainable) grads.set(s.name, rt.memory.storage(`grad.${s.name}`, s.numel * 4));
@@ -126,8 +128,8 @@ export class TrainingGraph {
         const r = Math.min(f.rowChunk, rows - r0);
         push(await f.headChunk(r0, r));
         push(await crossEntropyFused(rt, { logits: f.logitsRange(0, r), targets: f.targets, losses: f.losses, rowOff: r0, rows: r, V, scale }));
-        for (let v0 = 0; v0 < V; v0 += f.vocabChunk) {
-          const vc = Math.min(f.vocabChunk, V - v0);
+        for (let v0 = 0; v0 < V; v0 += f.headRows) {
+          const vc = Math.min(f.headRows, V - v0);
           const headRange = range(this.weights.head, v0 * C * 4, vc * C * 4);
           // dlnf[rows] (+)= dlogits[:, v0:v0+vc] · head[v0:v0+vc]
           push(await matmul(rt, { form: 'nn', M: r, N: C, K: vc, a: f.logitsRange(0, r), lda: V, aOff: v0, b: headRange, c: range(s.dln, r0 * C * 4, r * C * 4), accumulate: v0 > 0 }));
