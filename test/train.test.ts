@@ -7,7 +7,9 @@ import { hfName, isTrainable } from '../src/model/params.ts';
 import { TrainingGraph } from '../src/train/graph.ts';
 import type { OptimizerOptions } from '../src/train/optimizer.ts';
 import { fixture, type Fixture } from './util/fixtures.ts';
-import { relError, runtime } from './util/gpu.ts';
+import { freshSeed, relError, runtime } from './util/gpu.ts';
+import { gpt2Backward, gpt2Forward, mulberry32, randInts, randomGpt2Params } from './reference/ops.ts';
+import type { ModelConfig } from '../src/model/config.ts';
 
 async function buildGraph(rt: Runtime, f: Fixture, freeze: number | null, optim: OptimizerOptions = { kind: 'adamw', weightDecay: 0.1 }, headChunkRows?: number) {
   const weights = GpuWeights.upload(rt, f.config, hostParams({ config: f.config, weights: f.model }));
@@ -120,5 +122,34 @@ describe.each(['gpt2-tiny', 'gpt2-odd', 'gpt2-deep'])('training %s against trans
     const refS = f.ref.getFloat32('sgd.losses.none');
     for (let i = 0; i < 10; i++) expect(Math.abs(lossesS[i]! - refS[i]!) / refS[i]!, `sgd step ${i}`).toBeLessThan(1e-3);
     destroy(rt, sgd.weights);
+  });
+});
+
+describe('odd vocabulary (V % 4 ≠ 0: padded logits rows) against the float64 reference', () => {
+  it('loss and every gradient of full fine-tuning, head in chunks', async () => {
+    const rt = await runtime();
+    const cfg: ModelConfig = { modelType: 'gpt2', nLayer: 2, nEmbd: 24, nHead: 3, nInner: 96, vocabSize: 137, nPositions: 16, layerNormEpsilon: 1e-5, activation: 'gelu_tanh', tiedHead: true };
+    const seed = freshSeed();
+    const rng = mulberry32(seed);
+    const params = randomGpt2Params(cfg, rng, 0.3);
+    const B = 2;
+    const T = 7;
+    const ids = randInts(B * T, cfg.vocabSize, rng);
+    const targets = randInts(B * T, cfg.vocabSize, rng);
+    const host = new Map([...params].map(([k, v]) => [k, Float32Array.from(v)]));
+    const weights = GpuWeights.upload(rt, cfg, host);
+    const graph = await TrainingGraph.build(rt, weights, { B, T, freeze: null, accum: 1, headChunkBytes: 64 * cfg.nEmbd * 4 }, { kind: 'adamw' });
+    expect(graph.forward.ldLogits).toBe(140);
+    expect(graph.forward.headRows).toBe(64);
+    graph.setBatch(ids, targets);
+    const loss = await gradients(graph);
+    const ref = gpt2Forward(params, cfg, ids, targets, B, T);
+    expect(Math.abs(loss - ref.loss!) / ref.loss!, `seed ${seed}`).toBeLessThan(1e-5);
+    const grads = gpt2Backward(params, cfg, ids, targets, B, T, { forward: ref });
+    for (const spec of weights.specs) {
+      const got = await rt.memory.readFloat32(graph.grads.get(spec.name)!, 0, spec.numel);
+      expect(relError(got, grads.get(spec.name)!), `seed ${seed}: ${spec.name}`).toBeLessThan(1e-4);
+    }
+    weights.destroy(rt);
   });
 });

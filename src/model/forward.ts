@@ -79,7 +79,7 @@ export function headVocabChunk(cfg: ModelConfig, maxBinding: number, capBytes = 
   const perRow = cfg.nEmbd * 4;
   const v = Math.floor(Math.min(maxBinding, capBytes) / perRow);
   if (v >= cfg.vocabSize) return cfg.vocabSize;
-  return Math.floor(v / 64) * 64;
+  return Math.max(64, Math.floor(v / 64) * 64); // 64 rows keep chunk offsets 256-byte aligned
 }
 
 export class Gpt2Forward {
@@ -96,8 +96,14 @@ export class Gpt2Forward {
   readonly lnf: GPUBuffer;
   readonly lnfMean: GPUBuffer;
   readonly lnfRstd: GPUBuffer;
-  /** Logits: [B·T, V] when keepLogits, else one row chunk [rowChunk, V] reused. */
+  /** Logits: [B·T, V] when keepLogits, else one row chunk [rowChunk, ldLogits] reused. */
   readonly logits: GPUBuffer;
+  /**
+   * Row stride of the logits: V when kept for the caller; V rounded up to 4 when streamed, so the
+   * head's weight gradient (tn over dlogits columns) takes the vec4 path even for GPT-2's 50257.
+   * The padding columns are never written by the head and are zero in dlogits.
+   */
+  readonly ldLogits: number;
   readonly rowChunk: number;
   /** Rows of wte per binding range (the embedding gather's parts). */
   readonly vocabChunk: number;
@@ -133,7 +139,8 @@ export class Gpt2Forward {
     this.rowChunk = opts.keepLogits ? headRowChunk(cfg, rows, maxBinding, Number.POSITIVE_INFINITY) : headRowChunk(cfg, rows, maxBinding);
     this.vocabChunk = headVocabChunk(cfg, maxBinding);
     this.headRows = headVocabChunk(cfg, maxBinding, opts.headChunkBytes ?? HEAD_CHUNK_BYTES);
-    this.logits = f32('act.logits', (opts.keepLogits ? rows : this.rowChunk) * cfg.vocabSize);
+    this.ldLogits = opts.keepLogits ? cfg.vocabSize : Math.ceil(cfg.vocabSize / 4) * 4;
+    this.logits = f32('act.logits', (opts.keepLogits ? rows : this.rowChunk) * this.ldLogits);
     this.losses = f32('act.losses', rows);
     this.loss = f32('act.loss', 4);
     this.lnf = f32('act.lnf', rows * C);
@@ -254,7 +261,7 @@ export class Gpt2Forward {
         push(await this.headChunk(r0, r));
         if (this.opts.loss) {
           const lo = this.opts.keepLogits ? r0 : 0;
-          push(await crossEntropyForward(rt, { logits: this.logitsRange(lo, r), targets: this.targets, losses: this.losses, rowOff: r0, rows: r, V: cfg.vocabSize }));
+          push(await crossEntropyForward(rt, { logits: this.logitsRange(lo, r), targets: this.targets, losses: this.losses, rowOff: r0, rows: r, V: cfg.vocabSize, ld: this.ldLogits }));
         }
       }
       if (this.opts.loss) push(await crossEntropyLossSum(rt, { losses: this.losses, n: rows, total: this.loss, scale: 1 / rows }));
@@ -273,8 +280,8 @@ export class Gpt2Forward {
 
   /** The logits rows [r0, r0+r) as a binding (whole-buffer chunks when streaming). */
   logitsRange(r0: number, r: number): BufferBinding {
-    const V = this.cfg.vocabSize;
-    return range(this.logits, r0 * V * 4, r * V * 4);
+    const ld = this.ldLogits;
+    return range(this.logits, r0 * ld * 4, r * ld * 4);
   }
 
   /** logits[rows r0..r0+r) = lnf[rows] · headᵀ, over vocabulary chunks that each fit one binding. */
@@ -290,7 +297,7 @@ export class Gpt2Forward {
         form: 'nt', M: r, N: vc, K: C,
         a: range(this.lnf, r0 * C * 4, r * C * 4),
         b: range(this.weights.head, v0 * C * 4, vc * C * 4),
-        c: this.logitsRange(lo, r), ldc: V, cOff: v0,
+        c: this.logitsRange(lo, r), ldc: this.ldLogits, cOff: v0,
       }));
     }
     return out;

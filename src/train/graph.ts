@@ -127,16 +127,16 @@ export class TrainingGraph {
       for (let r0 = 0; r0 < rows; r0 += f.rowChunk) {
         const r = Math.min(f.rowChunk, rows - r0);
         push(await f.headChunk(r0, r));
-        push(await crossEntropyFused(rt, { logits: f.logitsRange(0, r), targets: f.targets, losses: f.losses, rowOff: r0, rows: r, V, scale }));
+        push(await crossEntropyFused(rt, { logits: f.logitsRange(0, r), targets: f.targets, losses: f.losses, rowOff: r0, rows: r, V, ld: f.ldLogits, scale }));
         for (let v0 = 0; v0 < V; v0 += f.headRows) {
           const vc = Math.min(f.headRows, V - v0);
           const headRange = range(this.weights.head, v0 * C * 4, vc * C * 4);
           // dlnf[rows] (+)= dlogits[:, v0:v0+vc] · head[v0:v0+vc]
-          push(await matmul(rt, { form: 'nn', M: r, N: C, K: vc, a: f.logitsRange(0, r), lda: V, aOff: v0, b: headRange, c: range(s.dln, r0 * C * 4, r * C * 4), accumulate: v0 > 0 }));
+          push(await matmul(rt, { form: 'nn', M: r, N: C, K: vc, a: f.logitsRange(0, r), lda: f.ldLogits, aOff: v0, b: headRange, c: range(s.dln, r0 * C * 4, r * C * 4), accumulate: v0 > 0 }));
           if (headTrains) {
             const dhead = cfg.tiedHead ? this.grad('wte.weight') : this.grad('lm_head.weight');
             // dhead[v0:v0+vc] += dlogits[:, v0:v0+vc]ᵀ · lnf[rows]
-            push(await matmul(rt, { form: 'tn', M: vc, N: C, K: r, a: f.logitsRange(0, r), lda: V, aOff: v0, b: range(f.lnf, r0 * C * 4, r * C * 4), c: range(dhead, v0 * C * 4, vc * C * 4), accumulate: true }));
+            push(await matmul(rt, { form: 'tn', M: vc, N: C, K: r, a: f.logitsRange(0, r), lda: f.ldLogits, aOff: v0, b: range(f.lnf, r0 * C * 4, r * C * 4), c: range(dhead, v0 * C * 4, vc * C * 4), accumulate: true }));
           }
         }
       }
