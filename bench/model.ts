@@ -34,7 +34,7 @@ const GPT2: BenchConfig = {
   train: { B: 1, T: 128 },
 };
 
-async function timeItems(rt: Runtime, run: () => Promise<number>, reps: number): Promise<number> {
+async function timeItems(run: () => Promise<number>, reps: number): Promise<number> {
   await run(); // warm-up: pipelines, first-touch of memory
   const ms: number[] = [];
   for (let i = 0; i < reps; i++) ms.push(await run());
@@ -52,7 +52,7 @@ async function benchConfig(rt: Runtime, bc: BenchConfig, reps: number) {
     const m = rt.memory.mark();
     const f = await Gpt2Forward.build(rt, weights, { B, T, saveFrom: cfg.nLayer, trace: { kind: 'none' }, loss: true, keepLogits: false });
     f.setBatch(Array.from({ length: B * T }, (_, i) => (i * 7919) % cfg.vocabSize), Array.from({ length: B * T }, (_, i) => (i * 104729) % cfg.vocabSize));
-    const ms = await timeItems(rt, async () => (await rt.steps.run('forward', f.items, { timestamps: true })).gpuMs!, reps);
+    const ms = await timeItems(async () => (await rt.steps.run('forward', f.items, { timestamps: true })).gpuMs!, reps);
     const tps = (B * T) / (ms / 1000);
     log(`  forward B=${B} T=${T}: ${ms.toFixed(0)} ms, ${tps.toFixed(0)} tokens/s`);
     forward.push({ B, T, medianMs: ms, tokensPerSecond: tps });

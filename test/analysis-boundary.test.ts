@@ -11,7 +11,6 @@ import {
   type Budget,
 } from '../src/analysis/boundary.ts';
 import { costTable } from '../src/analysis/cost.ts';
-import type { ModelConfig } from '../src/model/config.ts';
 import { gpt2Config } from './util/config.ts';
 
 

@@ -1,6 +1,5 @@
 import { describe, expect, it } from 'vitest';
 import { activationTerms, blockParamCount, costTable, costTerms, parameterCounts, predictedSaving, stepCost, trainableParams } from '../src/analysis/cost.ts';
-import type { ModelConfig } from '../src/model/config.ts';
 import { gpt2Config } from './util/config.ts';
 
 

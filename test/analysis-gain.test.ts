@@ -13,7 +13,6 @@ import {
   type PowerLawFit,
 } from '../src/analysis/gain.ts';
 import { blockParamCount } from '../src/analysis/cost.ts';
-import type { ModelConfig } from '../src/model/config.ts';
 import { gpt2Config } from './util/config.ts';
 
 

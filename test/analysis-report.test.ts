@@ -2,7 +2,6 @@ import { describe, expect, it } from 'vitest';
 import { renderAnalysisSvg } from '../src/analysis/plot.ts';
 import { buildReport, renderReportText, reportToJson } from '../src/analysis/report.ts';
 import { registerGainStrategy } from '../src/analysis/gain.ts';
-import type { ModelConfig } from '../src/model/config.ts';
 import { gpt2Config } from './util/config.ts';
 
 

@@ -2,9 +2,9 @@ import { describe, expect, it } from 'vitest';
 import { CE_IGNORE, crossEntropyForward, crossEntropyFused, crossEntropyLossSum, validateTargets } from '../src/ops/crossentropy.ts';
 import type { Runtime } from '../src/gpu/runtime.ts';
 import {
-  crossEntropyBackward as refBackward, crossEntropyForward as refForward, finiteDifference, mulberry32, randn, relError,
+  crossEntropyBackward as refBackward, crossEntropyForward as refForward, finiteDifference, mulberry32, randn,
 } from './reference/ops.ts';
-import { bits, expectRel, expectWritten, f32, f64, freshSeed, poison, runtime } from './util/gpu.ts';
+import { bits, expectRel, expectWritten, freshSeed, poison, runtime } from './util/gpu.ts';
 
 
 interface Case { rows: number; V: number; ld?: number; ignore?: number[] }

@@ -5,7 +5,7 @@ import {
 import type { BufferBinding } from '../src/gpu/kernels.ts';
 import type { Runtime } from '../src/gpu/runtime.ts';
 import {
-  embeddingBackward as refBackward, embeddingForward as refForward, finiteDifference, mulberry32, randInts, randn, relError,
+  embeddingBackward as refBackward, embeddingForward as refForward, finiteDifference, mulberry32, randInts, randn,
 } from './reference/ops.ts';
 import { bits, expectRel, expectWritten, f32, f64, freshSeed, poison, runtime } from './util/gpu.ts';
 

@@ -1,7 +1,7 @@
 // `semfreeze finetune` end to end (CLI child processes on gpt2-tiny and its real-English train.txt):
 // the loss falls, --freeze limits, exact resume (also of a killed run), NaN handling, frozen tensors
 // bit-identical in the saved Hugging Face checkpoint, no temp leftovers next to the output.
-import { cpSync, existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parseSafetensors, type SafetensorsFile } from '../src/io/safetensors.ts';

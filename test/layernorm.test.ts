@@ -4,7 +4,7 @@ import {
 } from '../src/ops/layernorm.ts';
 import type { Runtime } from '../src/gpu/runtime.ts';
 import {
-  finiteDifference, layernormBackward as refBackward, layernormForward as refForward, mulberry32, randn, relError,
+  finiteDifference, layernormBackward as refBackward, layernormForward as refForward, mulberry32, randn,
 } from './reference/ops.ts';
 import { bits, expectRel, expectWritten, f32, f64, freshSeed, poison, runtime } from './util/gpu.ts';
 

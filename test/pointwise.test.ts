@@ -3,7 +3,7 @@ import { describe, expect, it } from 'vitest';
 import { geluBackward, geluForward } from '../src/ops/gelu.ts';
 import { residualAccumulate, residualAdd } from '../src/ops/residual.ts';
 import {
-  finiteDifference, geluBackward as refGeluBackward, geluForward as refGeluForward, mulberry32, randn, relError,
+  finiteDifference, geluBackward as refGeluBackward, geluForward as refGeluForward, mulberry32, randn,
   residualBackward as refResidualBackward, residualForward as refResidualForward,
 } from './reference/ops.ts';
 import { bits, expectRel, expectWritten, f32, f64, freshSeed, poison, runtime } from './util/gpu.ts';

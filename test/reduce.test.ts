@@ -3,7 +3,7 @@ import {
   columnSum, columnSumPlan, columnSumScratchElems, sumSlots, sumSquaresPartial, sumsqSlots, SUMSQ_BLOCK,
 } from '../src/ops/reduce.ts';
 import type { Runtime } from '../src/gpu/runtime.ts';
-import { finiteDifference, matmulBackward, matmulForward, mulberry32, randn, relError } from './reference/ops.ts';
+import { finiteDifference, matmulBackward, matmulForward, mulberry32, randn } from './reference/ops.ts';
 import { bits, expectRel, expectWritten, f32, f64, freshSeed, poison, runtime } from './util/gpu.ts';
 
 

@@ -114,7 +114,7 @@ async function direct(rt: Runtime, args: MatmulArgs): Promise<Dispatch> {
  * run back to back, so one product's transposes never overlap another's.
  */
 export async function matmul(rt: Runtime, args: MatmulArgs): Promise<Dispatch[]> {
-  const { form, M, N, K } = args;
+  const { M, N, K } = args;
   if (!(M > 0 && N > 0 && K > 0)) throw new Error(`matmul: dimensions must be positive (M=${M}, N=${N}, K=${K})`);
   const plan = matmulPlan(args);
   if (!plan) return [await direct(rt, args)];
