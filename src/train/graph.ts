@@ -35,7 +35,8 @@ export interface TrainingShape {
 export class TrainingGraph {
   readonly forward: Gpt2Forward;
   readonly trainable: ParamSpec[];
-  readonly grads = new Map<string, GPUBuffer>();
+  /** Gradient buffers of the trainable tensors only (`grad.<name>`). */
+  readonly grads: Map<string, GPUBuffer>;
   readonly optimizer: Optimizer;
   readonly tokenIndex: TokenIndexBuffer | null;
   /** Mean loss of each micro-batch of the current step [accum]. */
@@ -52,11 +53,9 @@ export class TrainingGraph {
     this.forward = forward;
     this.optimizer = optimizer;
     this.grads = grads;
-    const cfg = weights.cfg;
     this.trainable = weights.specs.filter((s) => isTrainable(s, shape.freeze));
     this.tokenIndex = shape.freeze === null ? new TokenIndexBuffer(rt, shape.B * shape.T, 'act.token_index') : null;
     this.stepLosses = rt.memory.storage('act.step_losses', 4 * Math.max(1, shape.accum));
-    void cfg;
   }
 
   get cfg() {
