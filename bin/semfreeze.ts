@@ -16,15 +16,16 @@ program
   .description('Semantic-aware layer freezing (SALF): find where to fine-tune a language model, then fine-tune only there, on WebGPU.')
   .showHelpAfterError();
 
+const int = (name: string, min = 0) => (v: string) => parseIntOption(name, v, min);
+const num = (name: string) => (v: string) => parseFloatOption(name, v);
+
 program
   .command('doctor')
   .description('show the WebGPU adapter, its features and limits, and a quick matmul GFLOP/s figure')
   .option('--json', 'print one JSON object')
-  .option('--size <n>', 'matmul size n for n×n×n', (v) => Number(v), 512)
+  .option('--size <n>', 'matmul size n for n×n×n', int('--size', 1), 1024)
   .action(async (o) => doctor({ json: o.json, size: o.size }));
 
-const int = (name: string, min = 0) => (v: string) => parseIntOption(name, v, min);
-const num = (name: string) => (v: string) => parseFloatOption(name, v);
 
 program
   .command('trace')

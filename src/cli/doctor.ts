@@ -6,7 +6,7 @@ import { openRuntime, printJson } from './common.ts';
 const SHOWN_LIMITS = ['maxStorageBufferBindingSize', 'maxBufferSize', 'maxStorageBuffersPerShaderStage', 'maxComputeWorkgroupStorageSize', 'maxComputeInvocationsPerWorkgroup', 'maxComputeWorkgroupsPerDimension'];
 
 /** A quick matmul figure: n³ in the layout the model uses most, median of a few GPU-timed runs. */
-export async function quickMatmulGflops(rt: Runtime, n = 512, reps = 5): Promise<number> {
+export async function quickMatmulGflops(rt: Runtime, n = 1024, reps = 5): Promise<number> {
   const mem = rt.memory;
   const a = mem.upload('doctor.a', new Float32Array(n * n).map((_, i) => ((i * 7919) % 1000) / 1000 - 0.5));
   const b = mem.upload('doctor.b', new Float32Array(n * n).map((_, i) => ((i * 104729) % 1000) / 1000 - 0.5));
@@ -29,7 +29,7 @@ export async function quickMatmulGflops(rt: Runtime, n = 512, reps = 5): Promise
 export async function doctor(opts: { json?: boolean; size?: number }): Promise<void> {
   const rt = await openRuntime();
   const g = rt.gpu;
-  const n = opts.size ?? 512;
+  const n = opts.size ?? 1024;
   const gflops = await quickMatmulGflops(rt, n);
   const limits: Record<string, number> = {};
   for (const k of SHOWN_LIMITS) if (k in g.limits) limits[k] = g.limits[k]!;
@@ -45,7 +45,7 @@ export async function doctor(opts: { json?: boolean; size?: number }): Promise<v
   }
   const size = (x: number) => (x >= 2 ** 20 ? `${(x / 2 ** 20).toFixed(0)} MiB` : `${(x / 1024).toFixed(0)} KiB`);
   const lines = [
-    `adapter       ${g.info.vendor} / ${g.info.architecture}${g.info.isSoftware ? ' (software)' : ''}`,
+    `adapter       ${g.info.vendor} / ${g.info.architecture}${g.info.isSoftware && g.info.architecture !== 'software' ? ' (software)' : ''}`,
     `description   ${g.info.description}`,
     `backend       ${g.info.backend}`,
     `features      ${report.features.join(', ') || '(none)'}`,
