@@ -10,17 +10,10 @@ import {
   NotPositiveDefiniteError,
   tokenBases,
 } from '../src/analysis/cholesky.ts';
+import { mulberry32 } from '../src/util/random.ts';
 
-/** mulberry32: a small deterministic PRNG in [0, 1). */
-function rng(seed: number): () => number {
-  let s = seed | 0;
-  return () => {
-    s = (s + 0x6d2b79f5) | 0;
-    let t = Math.imul(s ^ (s >>> 15), 1 | s);
-    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+/** Seeded uniform numbers in [0, 1). */
+const rng = mulberry32;
 
 /** Reference: Gaussian elimination with partial pivoting on a dense copy. */
 function directSolve(A: ArrayLike<number>, b: ArrayLike<number>, n: number): Float64Array {

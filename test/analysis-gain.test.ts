@@ -14,18 +14,11 @@ import {
 } from '../src/analysis/gain.ts';
 import { blockParamCount } from '../src/analysis/cost.ts';
 import { gpt2Config } from './util/config.ts';
+import { mulberry32 } from '../src/util/random.ts';
 
 
-/** mulberry32: a small deterministic PRNG in [0, 1). */
-function rng(seed: number): () => number {
-  let s = seed | 0;
-  return () => {
-    s = (s + 0x6d2b79f5) | 0;
-    let t = Math.imul(s ^ (s >>> 15), 1 | s);
-    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+/** Seeded uniform numbers in [0, 1). */
+const rng = mulberry32;
 
 function curve(A: number, alpha: number, E: number, N: number, D0: number): number[] {
   return [D0, ...Array.from({ length: N }, (_, i) => A * (i + 1) ** -alpha + E)];

@@ -338,14 +338,8 @@ function sumPhase(terms: CostTerm[], phase: CostPhase): number {
   return s;
 }
 
-interface RawRow {
-  boundary: Boundary;
-  trainableBlocks: number;
-  embeddingsTrainable: boolean;
-  headTrainable: boolean;
-  flops: FlopBreakdown;
-  memory: MemoryBreakdown;
-}
+/** A cost row before its ratios to full fine-tuning are known. */
+type RawRow = Omit<CostRow, 'ratioToFull'>;
 
 function rawRow(cfg: ModelConfig, B: number, T: number, K: Boundary, opts: CostOptions): RawRow {
   const terms = costTerms(cfg, B, T, K, opts);

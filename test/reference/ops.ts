@@ -43,17 +43,8 @@ export function dot(a: ArrayLike<number>, b: ArrayLike<number>): number {
 
 export type Rng = () => number;
 
-/** mulberry32: a small seeded generator of uniform numbers in [0, 1). */
-export function mulberry32(seed: number): Rng {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+/** mulberry32: a small seeded generator of uniform numbers in [0, 1) (the project's one copy). */
+export { mulberry32 } from '../../src/util/random.ts';
 
 /** n standard normals (Box–Muller) times scale. */
 export function randn(n: number, rng: Rng, scale = 1): Float64Array {
