@@ -4,6 +4,7 @@
 import type { BufferBinding } from '../gpu/kernels.ts';
 import { grid, type Dispatch } from '../gpu/step.ts';
 import type { Runtime } from '../gpu/runtime.ts';
+import { rowChunkPlan } from './reduce.ts';
 
 /**
  * Invocations per row in the row kernels (forward, backward dx). lavapipe runs a workgroup on one
@@ -15,9 +16,6 @@ export function layernormRowWG(rt: Runtime): number {
 }
 /** Columns per workgroup in the dgamma/dbeta kernels. */
 export const LAYERNORM_CW = 64;
-/** Rough number of workgroups the dgamma/dbeta partial pass aims for. */
-const PARAM_TARGET_WORKGROUPS = 512;
-const MIN_ROW_CHUNK = 16;
 
 export interface LayernormForwardArgs {
   rows: number;
@@ -94,10 +92,7 @@ export async function layernormBackwardDx(rt: Runtime, args: LayernormBackwardDx
 
 /** How the dgamma/dbeta partial pass splits the rows: fixed by the shape (so results are reproducible). */
 export function layernormParamChunks(rows: number, C: number): { rowChunk: number; nChunks: number } {
-  const colGroups = Math.ceil(C / LAYERNORM_CW);
-  const want = Math.max(1, Math.ceil(PARAM_TARGET_WORKGROUPS / colGroups));
-  const rowChunk = Math.max(MIN_ROW_CHUNK, Math.ceil(rows / want));
-  return { rowChunk, nChunks: Math.ceil(rows / rowChunk) };
+  return rowChunkPlan(rows, C, LAYERNORM_CW);
 }
 
 /** Elements (f32) of the scratch buffer layernormBackwardParams needs for this shape. */

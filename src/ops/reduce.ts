@@ -43,12 +43,21 @@ function nonNegative(name: string, dims: Record<string, number>): void {
 // Column sum
 // ---------------------------------------------------------------------------------------------
 
-/** How the rows are split into chunks: fixed by the shape, so results are reproducible. */
-export function columnSumPlan(rows: number, N: number): { rowChunk: number; nChunks: number } {
-  const colGroups = Math.ceil(N / COLSUM_WG);
+/**
+ * How a two-pass column reduction (column sums here, layernorm's dγ/dβ) splits its rows into
+ * chunks for the partial pass: enough workgroups to fill the device, fixed by the shape so results
+ * are reproducible. `colsPerWorkgroup` columns are handled by one partial workgroup.
+ */
+export function rowChunkPlan(rows: number, cols: number, colsPerWorkgroup: number): { rowChunk: number; nChunks: number } {
+  const colGroups = Math.ceil(cols / colsPerWorkgroup);
   const want = Math.max(1, Math.ceil(COLSUM_TARGET_WORKGROUPS / colGroups));
   const rowChunk = Math.max(COLSUM_MIN_ROW_CHUNK, Math.ceil(rows / want));
   return { rowChunk, nChunks: Math.ceil(rows / rowChunk) };
+}
+
+/** How the column sum splits its rows (see rowChunkPlan). */
+export function columnSumPlan(rows: number, N: number): { rowChunk: number; nChunks: number } {
+  return rowChunkPlan(rows, N, COLSUM_WG);
 }
 
 /** f32 elements of scratch columnSum needs (0: a single chunk, no scratch needed). */
