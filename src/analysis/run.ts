@@ -359,6 +359,7 @@ export async function measureDeviations(rt: Runtime, weights: GpuWeights, data: 
     B, T, saveFrom: cfg.nLayer, loss: false, keepLogits: false,
     trace: plan.mode === 'all' ? { kind: 'all' } : { kind: 'rows', capacity: plan.capacity },
   });
+  const reducer = new GpuDeviationReducer(rt, weights, { trace: fwd.trace!, positions: fwd.tracePositions, slotElems: fwd.traceSlotElems }, o.finalNorm);
   const spaces = cfg.nLayer + 1;
   const sum = new Float64Array(spaces);
   let done = 0;
@@ -402,7 +403,6 @@ export async function measureDeviations(rt: Runtime, weights: GpuWeights, data: 
       }
       const tr = performance.now();
       basisSeconds += (tr - tb) / 1000;
-      const reducer = new GpuDeviationReducer(rt, weights, { trace: fwd.trace!, positions: fwd.tracePositions, slotElems: fwd.traceSlotElems, count: P }, o.finalNorm);
       const d = await reducer.reduce({ metric, targets: Int32Array.from(targets), bases: tokenBases, labels });
       reduceSeconds += (performance.now() - tr) / 1000;
       for (let k = 0; k < spaces; k++) {
@@ -414,6 +414,7 @@ export async function measureDeviations(rt: Runtime, weights: GpuWeights, data: 
       o.onProgress?.({ runs: r + 1, totalRuns: plan.runs.length, positions: done, totalPositions: data.positions, seconds: (performance.now() - t0) / 1000 });
     }
   } finally {
+    reducer.destroy();
     fwd.destroy();
   }
   const deviations = Array.from(sum, (s) => s / done);
