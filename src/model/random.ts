@@ -4,15 +4,19 @@ import type { ModelConfig } from './config.ts';
 import { paramSpecs } from './params.ts';
 import { mulberry32 } from '../util/random.ts';
 
-export function randomParams(cfg: ModelConfig, seed = 1, std = 0.02): Map<string, Float32Array> {
+export function randomParams(cfg: ModelConfig, seed = 1, std = 0.02, opts: { scaleResidualProjections?: boolean } = {}): Map<string, Float32Array> {
   const uniform = mulberry32(seed);
   const out = new Map<string, Float32Array>();
   for (const spec of paramSpecs(cfg)) {
     const x = new Float32Array(spec.numel);
     if (spec.role === 'norm') x.fill(spec.name.endsWith('.weight') ? 1 : 0);
     else if (spec.role !== 'bias') {
+      // GPT-2's paper: projections into the residual stream start 1/√(2N) smaller, so that the
+      // stream's variance does not grow with depth (what pretraining from scratch uses).
+      const scaled = opts.scaleResidualProjections && spec.role === 'matrix' && spec.name.endsWith('.c_proj.weight');
+      const s = scaled ? std / Math.sqrt(2 * cfg.nLayer) : std;
       // Irwin–Hall approximation of a normal: cheap enough for 124M values.
-      for (let i = 0; i < x.length; i++) x[i] = (uniform() + uniform() + uniform() + uniform() - 2) * std * 1.7320508;
+      for (let i = 0; i < x.length; i++) x[i] = (uniform() + uniform() + uniform() + uniform() - 2) * s * 1.7320508;
     }
     out.set(spec.name, x);
   }

@@ -1,0 +1,47 @@
+// Held-out loss over token windows with a forward-only graph built once (no activations kept).
+// Shared by pretraining, fine-tuning and the demo so that every reported held-out loss is the same
+// quantity: the mean next-token cross-entropy over the first `count` windows of the data.
+import type { TokenWindows } from '../data/tokens.ts';
+import type { Runtime } from '../gpu/runtime.ts';
+import { Gpt2Forward } from '../model/forward.ts';
+import type { GpuWeights } from '../model/weights.ts';
+
+export class WindowEvaluator {
+  private readonly inputs: Int32Array;
+  private readonly targets: Int32Array;
+
+  private constructor(readonly rt: Runtime, readonly forward: Gpt2Forward, readonly windows: TokenWindows) {
+    const { B, T } = forward.opts;
+    this.inputs = new Int32Array(B * T);
+    this.targets = new Int32Array(B * T);
+  }
+
+  static async build(rt: Runtime, weights: GpuWeights, windows: TokenWindows, batch: number): Promise<WindowEvaluator> {
+    const B = Math.max(1, Math.min(batch, windows.count));
+    const fwd = await Gpt2Forward.build(rt, weights, { B, T: windows.seq, saveFrom: weights.cfg.nLayer, trace: { kind: 'none' }, loss: true, keepLogits: false });
+    return new WindowEvaluator(rt, fwd, windows);
+  }
+
+  /** Mean loss over the first `count` windows (all of them by default); every token counts once. */
+  async loss(count = this.windows.count): Promise<number> {
+    const { B, T } = this.forward.opts;
+    const n = Math.min(count, this.windows.count);
+    let sum = 0;
+    let tokens = 0;
+    for (let w0 = 0; w0 < n; w0 += B) {
+      const nb = Math.min(B, n - w0);
+      for (let b = 0; b < B; b++) {
+        // A short last batch repeats its first window; only the first nb rows are counted.
+        const w = w0 + (b < nb ? b : 0);
+        this.inputs.set(this.windows.inputs(w), b * T);
+        this.targets.set(this.windows.targets(w), b * T);
+      }
+      this.forward.setBatch(this.inputs, this.targets);
+      await this.forward.run('eval');
+      const losses = await this.rt.memory.readFloat32(this.forward.losses, 0, nb * T);
+      for (const l of losses) sum += l;
+      tokens += nb * T;
+    }
+    return sum / tokens;
+  }
+}
