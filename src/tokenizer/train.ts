@@ -49,7 +49,7 @@ export function trainBpe(texts: Iterable<string>, options: TrainOptions): Traine
   const specials = [...new Set(options.specialTokens ?? [])];
   const { vocabSize, minFrequency = 0, onProgress } = options;
   if (!Number.isInteger(vocabSize) || vocabSize < 256 + specials.length || vocabSize >= ID_LIMIT) {
-    throw new TokenizerError('vocabSize', `must be an integer from ${256 + specials.length} (256 byte symbols + ${specials.length} special tokens) to ${ID_LIMIT - 1}, got ${vocabSize}`);
+    throw new TokenizerError('vocabSize', `must be an integer from ${256 + specials.length} (256 byte symbols + ${specials.length} special) to ${ID_LIMIT - 1}, got ${vocabSize}`);
   }
   if (specials.some((s) => s === '')) throw new TokenizerError('specialTokens', 'a special token cannot be empty');
 
