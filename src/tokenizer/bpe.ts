@@ -128,7 +128,8 @@ export class Tokenizer {
   decode(ids: ArrayLike<number>): string {
     let text = '';
     let bytes: number[] = [];
-    const flush = () => { text += new TextDecoder().decode(new Uint8Array(bytes)); bytes = []; };
+    // ignoreBOM keeps a leading U+FEFF: it is text here, not a byte-order mark (HF keeps it too).
+    const flush = () => { text += new TextDecoder('utf-8', { ignoreBOM: true }).decode(new Uint8Array(bytes)); bytes = []; };
     for (let i = 0; i < ids.length; i++) {
       const id = ids[i]!;
       const added = this.addedById.get(id);
