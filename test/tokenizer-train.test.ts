@@ -217,6 +217,8 @@ describe('semfreeze tokenizer', () => {
     await expect(tokenizerEncodeCommand({ tokenizer: missing, text: 'x' })).rejects.toThrow(`${missing}: no such file`);
     const notJson = join(tmp, 'not-json.txt');
     writeFileSync(notJson, 'plain text');
+    await expect(tokenizerTrainCommand({ data: [notJson], vocab: 300, out: `${tmp}/./not-json.txt`, special: SPECIAL })).rejects.toThrow(/^--out .* is also a --data file/);
+    expect(readFileSync(notJson, 'utf8')).toBe('plain text');
     await expect(tokenizerEncodeCommand({ tokenizer: notJson, text: 'x' })).rejects.toThrow(/not-json\.txt: not valid JSON/);
     await expect(tokenizerDecodeCommand({ tokenizer: path, ids: '1,x' })).rejects.toThrow(/^--ids: 'x' is not a token id$/);
     const emptyDir = join(tmp, 'empty');

@@ -1,6 +1,6 @@
 // `semfreeze tokenizer train|encode|decode`: byte-level BPE on the user's text files.
 import { stat } from 'node:fs/promises';
-import { join } from 'node:path';
+import { join, resolve } from 'node:path';
 import { readText, writeFileAtomic } from '../platform/node.ts';
 import { Tokenizer } from '../tokenizer/bpe.ts';
 import { trainBpe, type TrainProgress } from '../tokenizer/train.ts';
@@ -18,6 +18,7 @@ export interface TrainCommandOptions {
 export async function tokenizerTrainCommand(o: TrainCommandOptions): Promise<void> {
   const specials = o.special.split(',').filter((s) => s !== '');
   if (o.vocab < 256 + specials.length) throw new UserError(`--vocab must be at least ${256 + specials.length} (256 byte symbols + ${specials.length} special), got ${o.vocab}`);
+  if (o.data.some((d) => resolve(d) === resolve(o.out))) throw new UserError(`--out ${o.out} is also a --data file; it would overwrite the training text`);
   const t0 = performance.now();
   // Invalid UTF-8 becomes U+FFFD here, the same way every other command reads text.
   const texts: string[] = [];
