@@ -155,6 +155,32 @@ program
   .option('--resume', 'continue the run in --out if there is one')
   .option('--json', 'print the train log as JSON at the end')
   .action(async (o) => { await pretrainCommand(o); });
+// Tokenizer commands (imported on use, so this block stands alone).
+const tokenizerCli = () => import('../src/cli/tokenizer.ts');
+const tokenizer = program.command('tokenizer').description('train a byte-level BPE tokenizer (Hugging Face tokenizer.json) and encode or decode with one');
+tokenizer
+  .command('train')
+  .description('learn byte-level BPE merges from text files (GPT-2\'s pre-tokenizer; same merges as Hugging Face tokenizers\' BpeTrainer)')
+  .requiredOption('--data <files...>', 'UTF-8 text files, each one text (invalid bytes read as U+FFFD)')
+  .requiredOption('--vocab <n>', 'vocabulary size: 256 byte symbols + merges + special tokens', int('--vocab', 1))
+  .requiredOption('--out <file>', 'tokenizer.json to write (atomically)')
+  .option('--min-frequency <n>', 'never merge a pair seen fewer times', int('--min-frequency'), 0)
+  .option('--special <tokens>', 'comma-separated special tokens, given the last ids; \'\' for none', '<|endoftext|>')
+  .action(async (o) => (await tokenizerCli()).tokenizerTrainCommand(o));
+tokenizer
+  .command('encode')
+  .description('print the token ids of a text, comma-separated')
+  .requiredOption('--tokenizer <file>', 'tokenizer.json, or a model directory that has one')
+  .option('--text <text>', 'the text')
+  .option('--file <file>', 'read the text from a file')
+  .option('--json', 'print one JSON object {ids, tokens}')
+  .action(async (o) => (await tokenizerCli()).tokenizerEncodeCommand(o));
+tokenizer
+  .command('decode')
+  .description('print the text of token ids (exactly, no newline added)')
+  .requiredOption('--tokenizer <file>', 'tokenizer.json, or a model directory that has one')
+  .requiredOption('--ids <ids>', 'comma-separated token ids')
+  .action(async (o) => (await tokenizerCli()).tokenizerDecodeCommand(o));
 
 async function main(): Promise<void> {
   try {

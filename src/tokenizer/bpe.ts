@@ -11,7 +11,8 @@ export class TokenizerError extends Error {
 
 // HF's regex engine (Oniguruma) takes \s as Unicode White_Space; JS's \s differs (adds U+FEFF, lacks U+0085).
 const WS = '\\t-\\r \\u0085\\u00a0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000';
-const GPT2_SPLIT = new RegExp(
+/** GPT-2's pre-tokenizer split (global: callers that loop with exec() need their own copy). */
+export const GPT2_SPLIT = new RegExp(
   `'s|'t|'re|'ve|'m|'ll|'d| ?\\p{L}+| ?\\p{N}+| ?[^${WS}\\p{L}\\p{N}]+|[${WS}]+(?![^${WS}])|[${WS}]+`,
   'gu',
 );
@@ -27,7 +28,7 @@ function byteToUnicodeTable(): string[] {
   }
   return table;
 }
-const BYTE_TO_CHAR = byteToUnicodeTable();
+export const BYTE_TO_CHAR = byteToUnicodeTable();
 const CHAR_TO_BYTE = new Map(BYTE_TO_CHAR.map((c, b) => [c, b]));
 
 export interface AddedToken {
@@ -127,7 +128,8 @@ export class Tokenizer {
   decode(ids: ArrayLike<number>): string {
     let text = '';
     let bytes: number[] = [];
-    const flush = () => { text += new TextDecoder().decode(new Uint8Array(bytes)); bytes = []; };
+    // ignoreBOM keeps a leading U+FEFF: it is text here, not a byte-order mark (HF keeps it too).
+    const flush = () => { text += new TextDecoder('utf-8', { ignoreBOM: true }).decode(new Uint8Array(bytes)); bytes = []; };
     for (let i = 0; i < ids.length; i++) {
       const id = ids[i]!;
       const added = this.addedById.get(id);
