@@ -11,6 +11,7 @@ import { traceCommand } from '../src/cli/trace.ts';
 import { NoAdapterError } from '../src/gpu/device.ts';
 import { DATASETS, buildData } from '../src/cli/data.ts';
 import { PRESETS, pretrainCommand } from '../src/cli/pretrain.ts';
+import { demoCommand } from '../src/cli/demo.ts';
 import { readText } from '../src/platform/node.ts';
 import { Tokenizer } from '../src/tokenizer/bpe.ts';
 
@@ -181,6 +182,24 @@ tokenizer
   .requiredOption('--tokenizer <file>', 'tokenizer.json, or a model directory that has one')
   .requiredOption('--ids <ids>', 'comma-separated token ids')
   .action(async (o) => (await tokenizerCli()).tokenizerDecodeCommand(o));
+
+program
+  .command('demo')
+  .description('the main job end to end (what `npm start` runs): analyse where to fine-tune, then fine-tune there and fully, side by side')
+  .option('--model <dir>', 'model directory (default: the shipped base, models/semfreeze-base)')
+  .option('--data <file>', 'fine-tuning data (default: TypeScript declaration files, data/code/train.txt, built on first use)')
+  .option('--eval <file>', 'held-out data (default: data/code/heldout.txt, or --data)')
+  .option('--freeze <K|auto>', 'boundary: auto (the SALF analysis) or a block count', 'auto')
+  .option('--steps <n>', 'fine-tuning steps of each run', int('--steps', 2), 40)
+  .option('--batch <B>', 'sequences per step', int('--batch', 1), 8)
+  .option('--seq <T>', 'sequence length (default: min(128, context))', int('--seq', 1))
+  .option('--lr <x>', 'learning rate (constant, AdamW)', num('--lr'), 1e-3)
+  .option('--eval-windows <n>', 'held-out windows evaluated before and after', int('--eval-windows', 1), 32)
+  .option('--analysis-windows <n>', 'windows of --data the analysis reads', int('--analysis-windows', 1), 64)
+  .option('--seed <s>', 'data-order seed', int('--seed'), 1)
+  .option('--out <dir>', 'where the SVG figures go', 'out/demo')
+  .option('--json', 'print one JSON object with every figure')
+  .action(async (o) => { await demoCommand(o); });
 
 async function main(): Promise<void> {
   try {

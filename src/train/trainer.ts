@@ -76,7 +76,8 @@ export class Trainer {
   /** Optimizer steps completed. */
   step = 0;
 
-  constructor(readonly graph: TrainingGraph, readonly schedule: Schedule, readonly maxGradNorm: number) {}
+  /** `waitLabel`: runs interleaved in one process (the demo) each learn their own step time. */
+  constructor(readonly graph: TrainingGraph, readonly schedule: Schedule, readonly maxGradNorm: number, readonly waitLabel = 'train-step') {}
 
   async trainStep(loader: BatchLoader, readLoss: boolean): Promise<StepResult> {
     const g = this.graph;
@@ -91,7 +92,7 @@ export class Trainer {
       rt.steps.submit(`micro ${micro}`, micro === 0 ? [...g.zeroItems, ...g.microItems[micro]!] : g.microItems[micro]!);
     }
     rt.steps.submit('update', g.updateItems);
-    await rt.steps.waiter.wait('train-step');
+    await rt.steps.waiter.wait(this.waitLabel);
     rt.steps.throwDeviceErrors('train step');
     this.step++;
     let loss: number | null = null;
