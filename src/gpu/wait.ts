@@ -23,9 +23,9 @@ export class GpuWaiter {
     // the GPU: shrink the estimate quickly (a slow first run, e.g. pipeline compiles, must not make
     // every later wait oversleep). Otherwise the measured time is the GPU's; follow it.
     // An await on an idle queue still takes 0.8–4 ms here, while after an accurate sleep about 10%
-    // of the step remains: so a remainder under min(5 ms, 5% of the estimate) means "overslept".
-    // (A fixed 0.5 ms threshold never fired, and the estimate then shrank by only ~5% a step.)
-    const overslept = slept && t2 - t1 < Math.min(5, 0.05 * est);
+    // of the step (plus that await) remains: a remainder under half of that 10%, plus 1 ms, means
+    // "overslept". (A fixed 0.5 ms threshold never fired: the estimate then shrank ~5% a step.)
+    const overslept = slept && t2 - t1 < 0.05 * est + 1;
     const prev = this.estimates.get(label);
     this.estimates.set(label, overslept ? est * 0.5 : prev === undefined ? ms : 0.5 * prev + 0.5 * ms);
     return ms;
