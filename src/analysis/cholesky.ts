@@ -19,7 +19,7 @@ export class NotPositiveDefiniteError extends AnalysisError {
     super(
       `matrix is not symmetric positive definite: Cholesky pivot ${pivot} (0-based, of ${d}) is ${value} ` +
         `(must be > 0 and finite)` +
-        (ridge > 0 ? ` even with ridge ${ridge}` : ' (singular or ill-conditioned)'),
+        (ridge > 0 ? ` even with ridge ${ridge}` : '; an ill-conditioned Gram matrix can be regularised with a ridge λ > 0 (G + λI)'),
     );
     this.name = 'NotPositiveDefiniteError';
   }

@@ -46,6 +46,8 @@ export function openRuntime(): Promise<Runtime> {
 
 /** A pipeline served from the driver's shader cache builds in ~2–10 ms; a cold compile takes 0.1–4 s. */
 const COLD_BUILD_MS = 150;
+/** Slow builds must add up to this before we speak: one slow build on a busy machine is not a cold cache. */
+const COLD_TOTAL_MS = 1000;
 
 /**
  * The first run on a machine compiles every kernel (tens of seconds on 2 cores, before any other
@@ -60,9 +62,9 @@ function compileProgress(): (e: KernelBuildEvent) => void {
     compiled++;
     ms += e.ms;
     const now = Date.now();
-    if (compiled > 1 && now - last < 5000) return;
+    if (ms < COLD_TOTAL_MS || now - last < 5000) return;
     last = now;
-    progress(`compiling kernels (first run only) … ${compiled} compiled${compiled > 1 ? `, ${(ms / 1000).toFixed(0)} s so far` : ''}`);
+    progress(`compiling kernels (first run only) … ${compiled} compiled, ${(ms / 1000).toFixed(0)} s so far`);
   };
 }
 
