@@ -1,28 +1,33 @@
 #!/usr/bin/env -S npx tsx
 // The semfreeze command line: where to fine-tune a language model, then fine-tune only there.
-import { Command } from 'commander';
-import { UserError, parseFloatOption, parseIntOption } from '../src/cli/common.ts';
+import { Command, CommanderError } from 'commander';
+import { UserError, packageVersion, parseFloatOption, parseIntOption, reportError } from '../src/cli/common.ts';
 import { DEFAULT_GAIN_STRATEGY, analyzeCommand, autoFreeze } from '../src/cli/analyze.ts';
 import { doctor } from '../src/cli/doctor.ts';
 import { evalCommand } from '../src/cli/eval.ts';
 import { finetuneCommand } from '../src/cli/finetune.ts';
 import { generateCommand } from '../src/cli/generate.ts';
 import { traceCommand } from '../src/cli/trace.ts';
-import { NoAdapterError } from '../src/gpu/device.ts';
 import { DATASETS, buildData } from '../src/cli/data.ts';
 import { PRESETS, pretrainCommand } from '../src/cli/pretrain.ts';
 import { demoCommand } from '../src/cli/demo.ts';
 import { readText } from '../src/platform/node.ts';
 import { Tokenizer } from '../src/tokenizer/bpe.ts';
+import { checkSeq, modelConfig, validateFinetune } from '../src/cli/validate.ts';
 
 const program = new Command();
 program
   .name('semfreeze')
   .description('Semantic-aware layer freezing (SALF): find where to fine-tune a language model, then fine-tune only there, on WebGPU.')
-  .showHelpAfterError();
+  .exitOverride()
+  .version(packageVersion(), '-v, --version', 'print the version')
+  .option('--debug', 'print the stack trace of an error (also SEMFREEZE_DEBUG=1)')
+  // Commander's own errors (unknown option, missing flag) in the same one-line form as ours.
+  .configureOutput({ outputError: (text, write) => write(`semfreeze: ${text.trim().replace(/^error: /, '')} (see --help)\n`) });
 
 const int = (name: string, min = 0) => (v: string) => parseIntOption(name, v, min);
-const num = (name: string) => (v: string) => parseFloatOption(name, v);
+/** A number ≥ min, or > min with `exclusive`. */
+const num = (name: string, min = -Infinity, exclusive = false) => (v: string) => parseFloatOption(name, v, min, exclusive);
 
 program
   .command('doctor')
@@ -50,7 +55,10 @@ program
   .option('--batch <B>', 'sequences per batch', int('--batch', 1), 4)
   .option('--max-windows <n>', 'evaluate only the first n windows', int('--max-windows', 1))
   .option('--json', 'print one JSON object')
-  .action(async (o) => { await evalCommand({ model: o.model, data: o.data, seq: o.seq, batch: o.batch, json: o.json, maxWindows: o.maxWindows }); });
+  .action(async (o) => {
+    checkSeq(o.seq, await modelConfig(o.model));
+    await evalCommand({ model: o.model, data: o.data, seq: o.seq, batch: o.batch, json: o.json, maxWindows: o.maxWindows });
+  });
 
 program
   .command('generate')
@@ -59,7 +67,7 @@ program
   .option('--prompt <text>', 'prompt text (needs tokenizer.json)')
   .option('--tokens <ids>', 'prompt as comma-separated token ids')
   .option('--max-tokens <n>', 'tokens to generate', int('--max-tokens', 1), 32)
-  .option('--temperature <x>', 'sampling temperature; 0 = greedy', num('--temperature'), 0)
+  .option('--temperature <x>', 'sampling temperature; 0 = greedy', num('--temperature', 0), 0)
   .option('--seed <s>', 'random seed for sampling', int('--seed'), 1)
   .option('--json', 'print the token ids as JSON')
   .action(async (o) => { await generateCommand({ model: o.model, prompt: o.prompt, tokens: o.tokens, maxTokens: o.maxTokens, temperature: o.temperature, seed: o.seed, json: o.json }); });
@@ -83,6 +91,7 @@ program
   .option('--json', 'print one JSON object (the report) on stdout')
   .option('--plot <file.svg>', 'write the deviation/gain figure as SVG')
   .action(async (o) => {
+    checkSeq(o.seq, await modelConfig(o.model));
     await analyzeCommand({ model: o.model, data: o.data, seq: o.seq, batch: o.batch, samples: o.samples, seed: o.seed, maxWindows: o.maxWindows, deviation: o.deviation, gain: o.gain, budget: o.budget, pad: o.pad, finalNorm: o.finalNorm, labels: o.labels, json: o.json, plot: o.plot });
   });
 
@@ -96,10 +105,10 @@ program
   .requiredOption('--steps <n>', 'optimizer steps', int('--steps', 1))
   .option('--batch <B>', 'sequences per micro-batch', int('--batch', 1), 4)
   .requiredOption('--seq <T>', 'sequence length', int('--seq', 1))
-  .option('--lr <x>', 'peak learning rate', num('--lr'), 1e-4)
+  .option('--lr <x>', 'peak learning rate', num('--lr', 0, true), 1e-4)
   .option('--optimizer <name>', 'adamw or sgd', 'adamw')
-  .option('--weight-decay <x>', 'decoupled weight decay (matrices and embeddings only)', num('--weight-decay'), 0.0)
-  .option('--clip <x>', 'global gradient-norm clipping threshold; 0 = off', num('--clip'), 1.0)
+  .option('--weight-decay <x>', 'decoupled weight decay (matrices and embeddings only)', num('--weight-decay', 0), 0.0)
+  .option('--clip <x>', 'global gradient-norm clipping threshold; 0 = off', num('--clip', 0), 1.0)
   .option('--warmup <n>', 'linear warmup steps', int('--warmup'), 0)
   .option('--schedule <kind>', 'cosine or constant', 'cosine')
   .option('--accum <n>', 'micro-batches per optimizer step', int('--accum', 1), 1)
@@ -115,6 +124,7 @@ program
   .action(async (o) => {
     if (o.optimizer !== 'adamw' && o.optimizer !== 'sgd') throw new UserError(`--optimizer must be adamw or sgd, got '${o.optimizer}'`);
     if (o.schedule !== 'cosine' && o.schedule !== 'constant') throw new UserError(`--schedule must be cosine or constant, got '${o.schedule}'`);
+    await validateFinetune(o);
     await finetuneCommand({ ...o, shuffle: o.shuffle !== false, autoFreeze });
   });
 
@@ -143,11 +153,11 @@ program
   .option('--steps <n>', 'optimizer steps', int('--steps', 1), 1000)
   .option('--batch <B>', 'sequences per step', int('--batch', 1), 8)
   .option('--seq <T>', 'sequence length (default: the model\'s context)', int('--seq', 1))
-  .option('--lr <x>', 'peak learning rate', num('--lr'), 2e-3)
-  .option('--min-lr-ratio <x>', 'cosine floor as a fraction of --lr', num('--min-lr-ratio'), 0.1)
+  .option('--lr <x>', 'peak learning rate', num('--lr', 0, true), 2e-3)
+  .option('--min-lr-ratio <x>', 'cosine floor as a fraction of --lr', num('--min-lr-ratio', 0), 0.1)
   .option('--warmup <n>', 'linear warmup steps', int('--warmup'), 100)
-  .option('--weight-decay <x>', 'decoupled weight decay (matrices and embeddings)', num('--weight-decay'), 0.1)
-  .option('--clip <x>', 'global gradient-norm clipping; 0 = off', num('--clip'), 1.0)
+  .option('--weight-decay <x>', 'decoupled weight decay (matrices and embeddings)', num('--weight-decay', 0), 0.1)
+  .option('--clip <x>', 'global gradient-norm clipping; 0 = off', num('--clip', 0), 1.0)
   .option('--seed <s>', 'initialisation and data-order seed', int('--seed'), 1)
   .option('--eval-every <n>', 'held-out loss every n steps', int('--eval-every', 1), 200)
   .option('--eval-windows <n>', 'held-out windows per evaluation', int('--eval-windows', 1), 64)
@@ -202,15 +212,20 @@ program
   .action(async (o) => { await demoCommand(o); });
 
 async function main(): Promise<void> {
+  const argv = process.argv;
+  const flag = (f: string) => argv.slice(2, argv.includes('--') ? argv.indexOf('--') : undefined).includes(f);
+  const onError = (e: unknown) => process.exit(reportError(e, { debug: flag('--debug') || !!process.env.SEMFREEZE_DEBUG, json: flag('--json') }));
+  process.on('unhandledRejection', onError);
   try {
-    await program.parseAsync(process.argv);
+    await program.parseAsync(argv);
     process.exit(0);
   } catch (e) {
-    const err = e as Error;
-    const known = err instanceof UserError || err instanceof NoAdapterError || /^(ConfigError|SafetensorsError|TokenizerError|TokenDataError|FileError|KernelCompileError|ModelLoadError|AnalysisError)$/.test(err.name);
-    process.stderr.write(`semfreeze: ${known ? '' : 'error: '}${err.message}\n`);
-    if (!known || process.env.SEMFREEZE_DEBUG) process.stderr.write(`${err.stack ?? ''}\n`);
-    process.exit(1);
+    // Commander has printed its own message (or the help / version) already.
+    if (e instanceof CommanderError) {
+      if (e.exitCode !== 0 && flag('--json')) process.stdout.write(`${JSON.stringify({ error: e.message.replace(/^error: /, '') })}\n`);
+      process.exit(e.exitCode);
+    }
+    onError(e);
   }
 }
 

@@ -10,6 +10,7 @@ import {
   parseBudget,
   type Budget,
 } from '../src/analysis/boundary.ts';
+import { buildReport, renderReportText } from '../src/analysis/report.ts';
 import { costTable } from '../src/analysis/cost.ts';
 import { gpt2Config } from './util/config.ts';
 
@@ -95,13 +96,13 @@ describe('--budget B / --pad (N = 4)', () => {
 describe('parseBudget', () => {
   const ok: [string, Budget][] = [
     ['4', { kind: 'blocks', blocks: 4 }],
-    ['0', { kind: 'blocks', blocks: 0 }],
     ['25%', { kind: 'backwardFraction', fraction: 0.25 }],
     [' 100% ', { kind: 'backwardFraction', fraction: 1 }],
     ['12.5%', { kind: 'backwardFraction', fraction: 0.125 }],
   ];
   for (const [s, b] of ok) it(`'${s}'`, () => expect(parseBudget(s)).toEqual(b));
-  for (const s of ['0.25', '-1', 'abc', '150%', '0%', '']) it(`rejects '${s}'`, () => expect(() => parseBudget(s)).toThrow(/budget/));
+  // '0' would leave nothing but the final norm to train: a user mistake, refused with the flag named.
+  for (const s of ['0', '00', '0.25', '-1', 'abc', '150%', '0%', '']) it(`rejects '${s}'`, () => expect(() => parseBudget(s)).toThrow(/budget/));
 });
 
 describe('budget as a fraction of backward FLOPs', () => {
@@ -131,5 +132,33 @@ describe('budget as a fraction of backward FLOPs', () => {
     expect(() => maxTrainableBlocks(12, { kind: 'backwardFraction', fraction: 0.5 })).toThrow(/needs the model shape/);
     expect(() => maxTrainableBlocks(12, { kind: 'backwardFraction', fraction: 1e-6 }, cost)).toThrow(/below the backward of zero trainable blocks/);
     expect(() => maxTrainableBlocks(4, { kind: 'backwardFraction', fraction: 0.5 }, cost)).toThrow(/nLayer 12, gains have N = 4/);
+  });
+});
+
+// Item 13 of issue 8: float32 deviations make gains noisy at ~1e-7 relative; that noise must not
+// pick the boundary, and gains that are all noise must not freeze everything.
+describe('gains within floating-point noise', () => {
+  it('tie with the maximum (shallowest wins) when within 1e-6·max|G|', () => {
+    expect(argmaxGain([1, 1 + 1e-9, 0.5])).toEqual({ eof: 1, maxGain: 1, ties: [1, 2] });
+    expect(argmaxGain([0.5, -2, 0.5 + 1e-7])).toEqual({ eof: 1, maxGain: 0.5, ties: [1, 3] });
+    // A real difference still wins.
+    expect(argmaxGain([1, 1 + 1e-4, 0.5]).eof).toBe(2);
+  });
+
+  it('all gains ≈ 0 relative to the deviations: no signal, nothing frozen', () => {
+    const d = decideBoundary([0, 1e-12, 3e-9], { signalScale: 0.8 });
+    expect(d.noSignal).toBe(true);
+    expect(d.freeze).toBe(0);
+    // The same gains against tiny deviations are a signal.
+    expect(decideBoundary([0, 1e-12, 3e-9], { signalScale: 1e-8 }).noSignal).toBe(false);
+    // A budget still caps the trainable blocks.
+    expect(decideBoundary([0, 0, 0], { signalScale: 1, budget: { kind: 'blocks', blocks: 1 } }).freeze).toBe(2);
+  });
+
+  it('the report of flat deviations (g0) says so instead of freezing every block', () => {
+    const r = buildReport({ deviations: [0.8, 0.8, 0.8, 0.8 - 3e-9], strategy: 'g0' });
+    expect(r.boundary.noSignal).toBe(true);
+    expect(r.boundary.freeze).toBe(0);
+    expect(renderReportText(r)).toMatch(/no signal/);
   });
 });

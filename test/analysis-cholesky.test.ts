@@ -11,6 +11,7 @@ import {
   tokenBases,
 } from '../src/analysis/cholesky.ts';
 import { mulberry32 } from '../src/util/random.ts';
+import { factorGram } from '../src/analysis/run.ts';
 
 /** Seeded uniform numbers in [0, 1). */
 const rng = mulberry32;
@@ -170,5 +171,27 @@ describe('cholesky', () => {
     expect(solver.cachedTokens).toBe(3);
     expect(Array.from(b2.data)).toEqual(Array.from(b.data));
     expect(Array.from(b1.data)).toEqual(Array.from(b.data.subarray(0, d)).concat(Array.from(b.data.subarray(2 * d))));
+  });
+});
+
+// Item 13 of issue 8: a singular Gram matrix (a head of rank < d) is regularised automatically and the
+// caller is told the ridge; one that no ridge can fix is an error that suggests no option the CLI lacks.
+describe('factorGram', () => {
+  it('a full-rank Gram matrix needs no ridge; a rank-deficient one gets the smallest that works', () => {
+    const d = 6;
+    const rand = mulberry32(7);
+    const W = Array.from({ length: 40 * d }, () => rand() - 0.5);
+    expect(factorGram(gramCpu(W, 40, d), d).relativeRidge).toBe(0);
+    for (let v = 0; v < 40; v++) W[v * d + 3] = 0; // a dimension no token uses
+    const { relativeRidge } = factorGram(gramCpu(W, 40, d), d);
+    expect(relativeRidge).toBeGreaterThan(0);
+  });
+  it('an all-zero head is an error naming the head, with no advice about options', () => {
+    expect(() => factorGram(new Float64Array(16), 4)).toThrow(/LM head.*degenerate/);
+    try {
+      factorGram(new Float64Array(16), 4);
+    } catch (e) {
+      expect((e as Error).message).not.toMatch(/can be regularised|--ridge/);
+    }
   });
 });

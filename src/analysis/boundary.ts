@@ -7,8 +7,15 @@
 // kept as a function so the mapping is explicit and tested). K = N freezes every block.
 //
 // Ties in argmax: the SHALLOWEST block with the maximal gain wins (smallest k: fewer frozen blocks, the
-// conservative choice, closer to full fine-tuning; also what a first-max scan gives). Gains are compared
-// exactly; −∞ never wins unless all are −∞ (then an error); NaN is an error.
+// conservative choice, closer to full fine-tuning; also what a first-max scan gives). Gains within
+// floating-point noise of the maximum tie: noise is TIE_TOLERANCE · max|G| (float32 deviations carry
+// ~1e-7 relative error, so a "larger" gain below that is an accident of rounding, not a signal).
+// −∞ never wins unless all are −∞ (then an error); NaN is an error.
+//
+// No signal: when every gain is within noise of 0 on the deviations' own scale (max|G| ≤
+// TIE_TOLERANCE · max|D|), the data says nothing about where to freeze; the boundary is then K = 0
+// (nothing frozen: plain fine-tuning, the conservative choice) and `noSignal` is set so callers warn,
+// rather than letting rounding noise pick a deep block and freeze everything below it.
 //
 // Budget. `--budget B` (B trainable blocks, integer ≥ 0) keeps at most the deepest B blocks trainable:
 // K = max(K, N − B) (B ≥ N: no cap). `--pad` also unfreezes further down to exactly B: K = N − B
@@ -35,14 +42,18 @@ export interface CostContext {
 /** "4" → 4 trainable blocks; "25%" → 25% of full backward FLOPs. */
 export function parseBudget(text: string): Budget {
   const s = text.trim();
-  if (/^\d+$/.test(s)) return { kind: 'blocks', blocks: Number(s) };
+  if (/^\d+$/.test(s)) {
+    // 0 trainable blocks leaves only the final norm to train: not a fine-tuning budget.
+    if (Number(s) === 0) throw new AnalysisError(`--budget ${s}: at least 1 block must stay trainable (to freeze every block, use finetune --freeze N)`);
+    return { kind: 'blocks', blocks: Number(s) };
+  }
   const m = /^(\d+(?:\.\d+)?)%$/.exec(s);
   if (m) {
     const pct = Number(m[1]);
-    if (!(pct > 0) || pct > 100) throw new AnalysisError(`budget '${text}': a percentage must be in (0, 100]`);
+    if (!(pct > 0) || pct > 100) throw new AnalysisError(`--budget '${text}': a percentage must be in (0, 100]`);
     return { kind: 'backwardFraction', fraction: pct / 100 };
   }
-  throw new AnalysisError(`budget '${text}': expected a number of trainable blocks (e.g. 4) or a percentage of full backward FLOPs (e.g. 25%)`);
+  throw new AnalysisError(`--budget '${text}': expected a number of trainable blocks (e.g. 4) or a percentage of full backward FLOPs (e.g. 25%)`);
 }
 
 export function formatBudget(b: Budget): string {
@@ -70,12 +81,26 @@ export function describeFreeze(K: number, nLayer: number): string {
   return `--freeze ${K}: ${frozen}, ${train}`;
 }
 
+/** Relative size of floating-point noise in gains (see the header). */
+export const TIE_TOLERANCE = 1e-6;
+
 export interface ArgmaxResult {
   /** Paper block number 1..N with the maximal gain (shallowest among ties). */
   eof: number;
   maxGain: number;
-  /** All blocks (1-based) that share the maximal gain. */
+  /** All blocks (1-based) within noise of the maximal gain. */
   ties: number[];
+}
+
+function maxAbsFinite(xs: readonly number[]): number {
+  let m = 0;
+  for (const x of xs) if (Number.isFinite(x)) m = Math.max(m, Math.abs(x));
+  return m;
+}
+
+/** Every gain within noise of 0 relative to `scale` (e.g. max|D|): the data gives no signal. */
+export function gainsWithoutSignal(gains: readonly number[], scale: number): boolean {
+  return maxAbsFinite(gains) <= TIE_TOLERANCE * Math.abs(scale);
 }
 
 export function argmaxGain(gains: readonly number[]): ArgmaxResult {
@@ -88,9 +113,10 @@ export function argmaxGain(gains: readonly number[]): ArgmaxResult {
     if (best < 0 || g > gains[best]) best = i;
   }
   if (best < 0) throw new AnalysisError('argmaxGain: every gain is −∞');
+  const floor = gains[best] - TIE_TOLERANCE * maxAbsFinite(gains);
   const ties: number[] = [];
-  for (let i = 0; i < gains.length; i++) if (gains[i] === gains[best]) ties.push(i + 1);
-  return { eof: best + 1, maxGain: gains[best], ties };
+  for (let i = 0; i < gains.length; i++) if (gains[i] >= floor) ties.push(i + 1);
+  return { eof: ties[0], maxGain: gains[ties[0] - 1], ties };
 }
 
 export interface BudgetEffect {
@@ -149,6 +175,8 @@ export interface BoundaryOptions {
   pad?: boolean;
   /** Needed for a fraction budget. */
   cost?: CostContext;
+  /** Scale of the deviations the gains came from (max|D|): enables the no-signal check. */
+  signalScale?: number;
 }
 
 export interface BoundaryDecision {
@@ -157,8 +185,10 @@ export interface BoundaryDecision {
   eof: number;
   maxGain: number;
   ties: number[];
-  /** K implied by eof alone (= eof). */
+  /** K implied by eof alone (= eof; 0 when there is no signal). */
   freezeFromEof: number;
+  /** Every gain within noise of 0: the analysis cannot tell where to freeze (K = 0 before the budget). */
+  noSignal: boolean;
   /** Final K after the budget: CLI `--freeze K`, blocks 0..K−1 frozen. */
   freeze: number;
   trainableBlocks: number;
@@ -170,11 +200,12 @@ export interface BoundaryDecision {
 export function decideBoundary(gains: readonly number[], opts: BoundaryOptions = {}): BoundaryDecision {
   const N = gains.length;
   const { eof, maxGain, ties } = argmaxGain(gains);
-  const K0 = eofToFreeze(eof, N);
+  const noSignal = opts.signalScale !== undefined && gainsWithoutSignal(gains, opts.signalScale);
+  const K0 = noSignal ? 0 : eofToFreeze(eof, N);
   if (opts.pad && !opts.budget) throw new AnalysisError('--pad needs a --budget');
   const budget = opts.budget ? applyBudget(K0, N, opts.budget, opts.pad ?? false, opts.cost) : undefined;
   const K = budget ? budget.freezeAfter : K0;
-  const d: BoundaryDecision = { nLayer: N, eof, maxGain, ties, freezeFromEof: K0, freeze: K, trainableBlocks: N - K, description: describeFreeze(K, N) };
+  const d: BoundaryDecision = { nLayer: N, eof, maxGain, ties, freezeFromEof: K0, noSignal, freeze: K, trainableBlocks: N - K, description: describeFreeze(K, N) };
   if (budget) d.budget = budget;
   return d;
 }

@@ -103,6 +103,9 @@ function costSide(r: CostRow): ReportCostSide {
   };
 }
 
+/** What a boundary with `noSignal` means for the user. */
+export const NO_SIGNAL = 'every gain is within floating-point noise of 0, so the data does not say where to freeze; nothing is frozen (K = 0). Choose --freeze K yourself, or analyse other data.';
+
 /** Compute gains (unless given), the boundary and the cost, and assemble the report. */
 export function buildReport(input: ReportInput): AnalysisReport {
   const devRes = Array.isArray(input.deviations) ? null : (input.deviations as DeviationResult);
@@ -115,7 +118,7 @@ export function buildReport(input: ReportInput): AnalysisReport {
   if (gains.gains.length !== N) throw new AnalysisError(`report: ${gains.gains.length} gains for ${N + 1} deviations`);
   if (input.cost && input.cost.config.nLayer !== N) throw new AnalysisError(`report: ${N + 1} deviations imply N = ${N} but the config has nLayer ${input.cost.config.nLayer}`);
   const budget = typeof input.budget === 'string' ? parseBudget(input.budget) : input.budget;
-  const boundary = decideBoundary(gains.gains, { budget, pad: input.pad, cost: input.cost });
+  const boundary = decideBoundary(gains.gains, { budget, pad: input.pad, cost: input.cost, signalScale: Math.max(...D.map(Math.abs)) });
   const K = boundary.freeze;
   const obs = observedReductions(D);
 
@@ -225,6 +228,7 @@ export function renderReportText(r: AnalysisReport): string {
   }
   L.push('');
   const bd = r.boundary;
+  if (bd.noSignal) L.push(`no signal: ${NO_SIGNAL}`);
   L.push(`eof = ${bd.eof} (max gain ${num(bd.maxGain)}${bd.ties.length > 1 ? `; tied with blocks ${bd.ties.join(', ')}, shallowest taken` : ''})`);
   if (bd.budget) {
     const b = bd.budget;

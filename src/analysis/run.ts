@@ -177,6 +177,8 @@ export function prepareClassificationData(rows: ClassificationExample[], tokeniz
 export interface ModelBases {
   factor: CholeskyFactor;
   solver: BasisSolver;
+  /** The relative ridge r the Gram matrix needed (G + r·trace(G)/d·I); 0 = none. */
+  relativeRidge: number;
   gramSeconds: number;
   choleskySeconds: number;
 }
@@ -195,23 +197,32 @@ export function fingerprint(data: Float32Array): string {
 /** Relative ridges tried in turn when G is numerically not positive definite (0 first). */
 const RIDGES = [0, 1e-7, 1e-5, 1e-3];
 
+/**
+ * Factor the head's Gram matrix, adding the smallest ridge that makes it positive definite (a head of
+ * rank < d, e.g. a dimension no token uses, gives a singular G). The caller reports a ridge > 0.
+ */
+export function factorGram(G: ArrayLike<number>, d: number): { factor: CholeskyFactor; relativeRidge: number } {
+  let last: NotPositiveDefiniteError | null = null;
+  for (const r of RIDGES) {
+    try {
+      return { factor: cholesky(G, d, { relativeRidge: r }), relativeRidge: r };
+    } catch (e) {
+      if (!(e instanceof NotPositiveDefiniteError)) throw e;
+      last = e;
+    }
+  }
+  throw new AnalysisError(`the LM head's Gram matrix WᵀW stays singular even with a ridge of ${RIDGES[RIDGES.length - 1]}·trace/d (Cholesky pivot ${last!.pivot} is ${last!.value}): the head's weights are degenerate (all zero, or not finite)`);
+}
+
 async function solveModelBases(rt: Runtime, weights: GpuWeights, head?: Float32Array): Promise<ModelBases> {
   const cfg = weights.cfg;
   const t0 = performance.now();
   const G = await new GpuGram(rt, weights).gram();
   const t1 = performance.now();
-  let factor: CholeskyFactor | null = null;
-  for (const r of RIDGES) {
-    try {
-      factor = cholesky(G.data, G.d, { relativeRidge: r });
-      break;
-    } catch (e) {
-      if (!(e instanceof NotPositiveDefiniteError) || r === RIDGES[RIDGES.length - 1]) throw e;
-    }
-  }
+  const { factor, relativeRidge } = factorGram(G.data, G.d);
   const t2 = performance.now();
   const W = head ?? (await rt.memory.readFloat32(weights.head, 0, cfg.vocabSize * cfg.nEmbd));
-  return { factor: factor!, solver: new BasisSolver(factor!, W, cfg.vocabSize), gramSeconds: (t1 - t0) / 1000, choleskySeconds: (t2 - t1) / 1000 };
+  return { factor, solver: new BasisSolver(factor, W, cfg.vocabSize), relativeRidge, gramSeconds: (t1 - t0) / 1000, choleskySeconds: (t2 - t1) / 1000 };
 }
 
 /**
@@ -329,6 +340,8 @@ export interface DeviationRunStats {
   basisTokens: number;
   gramSeconds: number;
   choleskySeconds: number;
+  /** Relative ridge added to a singular Gram matrix (0 = none needed). */
+  gramRidge: number;
   basisSeconds: number;
   forwardSeconds: number;
   reduceSeconds: number;
@@ -367,6 +380,11 @@ export async function measureDeviations(rt: Runtime, weights: GpuWeights, data: 
   let forwardSeconds = 0;
   let reduceSeconds = 0;
   const basisTokens = new Set<number>();
+  // Progress rates count only the loop's own work: not the one-off Gram/Cholesky/forward build before
+  // it, nor kernels compiled inside it (the reducer's, at its first run), so an ETA is not inflated.
+  const loopStart = performance.now();
+  const buildMsAtStart = rt.kernels.buildMs;
+  const loopSeconds = () => (performance.now() - loopStart - (rt.kernels.buildMs - buildMsAtStart)) / 1000;
   try {
     const ids = new Int32Array(B * T);
     for (let r = 0; r < plan.runs.length; r++) {
@@ -411,7 +429,7 @@ export async function measureDeviations(rt: Runtime, weights: GpuWeights, data: 
         sum[k] += v * P;
       }
       done += P;
-      o.onProgress?.({ runs: r + 1, totalRuns: plan.runs.length, positions: done, totalPositions: data.positions, seconds: (performance.now() - t0) / 1000 });
+      o.onProgress?.({ runs: r + 1, totalRuns: plan.runs.length, positions: done, totalPositions: data.positions, seconds: loopSeconds() });
     }
   } finally {
     reducer.destroy();
@@ -420,7 +438,7 @@ export async function measureDeviations(rt: Runtime, weights: GpuWeights, data: 
   const deviations = Array.from(sum, (s) => s / done);
   const stats: DeviationRunStats = {
     mode: plan.mode, runs: plan.runs.length, B, T, capacity: plan.capacity, positions: done, basisTokens: basisTokens.size,
-    gramSeconds: bases?.gramSeconds ?? 0, choleskySeconds: bases?.choleskySeconds ?? 0, basisSeconds, forwardSeconds, reduceSeconds,
+    gramSeconds: bases?.gramSeconds ?? 0, choleskySeconds: bases?.choleskySeconds ?? 0, gramRidge: bases?.relativeRidge ?? 0, basisSeconds, forwardSeconds, reduceSeconds,
     seconds: (performance.now() - t0) / 1000,
   };
   return { result: { metric, deviations, positions: done }, stats };

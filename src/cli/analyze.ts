@@ -8,7 +8,7 @@ import { windows } from '../data/tokens.ts';
 import { parseBudget } from '../analysis/boundary.ts';
 import { getGainStrategy } from '../analysis/gain.ts';
 export { DEFAULT_GAIN_STRATEGY } from '../analysis/gain.ts';
-import { jsonSafe, renderReportText, type AnalysisReport } from '../analysis/report.ts';
+import { NO_SIGNAL, jsonSafe, renderReportText, type AnalysisReport } from '../analysis/report.ts';
 import { fingerprint, prepareClassificationData, prepareLmData, runAnalysis, type AnalysisOutcome, type PreparedData } from '../analysis/run.ts';
 import { DEVIATION_METRICS, type DeviationMetric } from '../analysis/types.ts';
 import { readText, writeFileAtomic } from '../platform/node.ts';
@@ -112,6 +112,8 @@ export async function analyzeCommand(o: AnalyzeOptions): Promise<AnalyzeResult> 
     });
     if (!quiet) bar.done();
     const s = outcome.stats;
+    if (s.gramRidge > 0) progress(`note: the LM head's Gram matrix WᵀW is singular (the head has rank < ${cfg.nEmbd}); regularised automatically with a ridge of ${s.gramRidge}·trace/d (G + λI) for the semantic bases`);
+    if (outcome.report.boundary.noSignal) progress(`warning: no signal in ${o.data}: ${NO_SIGNAL}`);
     if (!quiet) {
       progress(`analysed ${s.positions} positions in ${s.seconds.toFixed(2)} s (${s.runs} forward(s) of ${s.B}×${s.T}, trace ${s.mode}; gram ${s.gramSeconds.toFixed(2)} s, cholesky ${s.choleskySeconds.toFixed(2)} s, ${s.basisTokens} bases ${s.basisSeconds.toFixed(2)} s, forward ${s.forwardSeconds.toFixed(2)} s, reduce ${s.reduceSeconds.toFixed(2)} s)`);
     }

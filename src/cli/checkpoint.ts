@@ -92,13 +92,36 @@ export interface ResumeState {
 export async function readResumeState(dir: string): Promise<ResumeState> {
   const need = (f: string) => {
     const p = join(dir, f);
-    if (!existsSync(p)) throw new Error(`${dir}: not a semfreeze checkpoint to resume (missing ${f})`);
+    if (!existsSync(p)) throw new UserError(`--resume ${dir}: not a semfreeze checkpoint to resume (missing ${f})`);
     return p;
   };
-  const state = JSON.parse(await readFile(need('train-state.json'), 'utf8')) as Record<string, unknown>;
-  const log = JSON.parse(await readFile(need('train-log.json'), 'utf8')) as unknown[];
+  const statePath = need('train-state.json');
+  const state = await readJsonFile(statePath);
+  if (typeof state !== 'object' || state === null || Array.isArray(state)) throw new UserError(`${statePath}: expected a JSON object`);
+  const st = state as Record<string, unknown>;
+  if (!(Number.isInteger(st.step) && (st.step as number) >= 0)) throw new UserError(`${statePath}: 'step' must be an integer ≥ 0, got ${JSON.stringify(st.step)}`);
+  if (!(st.freeze === null || Number.isInteger(st.freeze))) throw new UserError(`${statePath}: 'freeze' must be null or a block count, got ${JSON.stringify(st.freeze)}`);
+  const loader = st.loader as Record<string, unknown> | undefined;
+  if (!loader || !Number.isInteger(loader.epoch) || !Number.isInteger(loader.cursor)) throw new UserError(`${statePath}: 'loader' must hold integer epoch and cursor, got ${JSON.stringify(st.loader)}`);
+  const logPath = need('train-log.json');
+  const log = await readJsonFile(logPath);
+  if (!Array.isArray(log)) throw new UserError(`${logPath}: expected a JSON array`);
   const optPath = need('optimizer.safetensors');
-  const st = parseSafetensors(new Uint8Array(await readFile(optPath)), optPath);
-  const optimizer = [...st.tensors.entries()].map(([name, info]) => ({ name, data: info.dtype === 'F32' ? st.getFloat32(name) : st.getInt32(name) }));
-  return { state, log, optimizer };
+  const opt = parseSafetensors(new Uint8Array(await readFile(optPath)), optPath);
+  const optimizer = [...opt.tensors.entries()].map(([name, info]) => {
+    if (info.dtype !== 'F32' && info.dtype !== 'I32') throw new UserError(`${optPath}: tensor '${name}' is ${info.dtype}, expected F32 (or I32)`);
+    const data = info.dtype === 'F32' ? opt.getFloat32(name) : opt.getInt32(name);
+    const bad = data.findIndex((v) => !Number.isFinite(v));
+    if (bad >= 0) throw new UserError(`${optPath}: tensor '${name}' holds a non-finite value (${data[bad]} at index ${bad})`);
+    return { name, data };
+  });
+  return { state: st, log, optimizer };
+}
+
+async function readJsonFile(path: string): Promise<unknown> {
+  try {
+    return JSON.parse(await readFile(path, 'utf8'));
+  } catch (e) {
+    throw new UserError(`${path}: not valid JSON (${(e as Error).message}); the checkpoint is corrupt`);
+  }
 }

@@ -1,6 +1,9 @@
 // What every command shares: opening the runtime, errors, progress on stderr, JSON on stdout.
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import type { KernelBuildEvent } from '../gpu/kernels.ts';
 import { Runtime } from '../gpu/runtime.ts';
-import { nodePlatform } from '../platform/node.ts';
+import { nodePlatform, packageRoot } from '../platform/node.ts';
 
 /** An error the user caused (bad file, bad flag): printed as one line, no stack. */
 export class UserError extends Error {
@@ -10,15 +13,64 @@ export class UserError extends Error {
   }
 }
 
+/** Errors about the user's files, flags or machine: their message is the whole story. */
+const USER_FACING = new Set(['UserError', 'NoAdapterError', 'ConfigError', 'SafetensorsError', 'TokenizerError', 'TokenDataError', 'FileError', 'KernelCompileError', 'ModelLoadError', 'AnalysisError', 'NotPositiveDefiniteError', 'OptimizerError', 'ScheduleError']);
+
+/**
+ * Print an error as one `semfreeze: ...` line on stderr (and, with --json, as {"error": ...} on stdout,
+ * so stdout is JSON in failure too); the stack only with --debug. Returns the exit code.
+ */
+export function reportError(e: unknown, o: { debug: boolean; json: boolean }): number {
+  const err = e instanceof Error ? e : new Error(String(e));
+  const known = USER_FACING.has(err.name);
+  const hint = known || o.debug ? '' : ' (an internal error: rerun with --debug for the stack trace)';
+  process.stderr.write(`semfreeze: ${known ? '' : 'error: '}${err.message}${hint}\n`);
+  if (o.debug) process.stderr.write(`${err.stack ?? ''}\n`);
+  if (o.json) process.stdout.write(`${JSON.stringify({ error: err.message })}\n`);
+  return 1;
+}
+
+export function packageVersion(): string {
+  return (JSON.parse(readFileSync(join(packageRoot, 'package.json'), 'utf8')) as { version: string }).version;
+}
+
 let runtime: Promise<Runtime> | null = null;
 
 export function openRuntime(): Promise<Runtime> {
-  runtime ??= Runtime.open(nodePlatform);
+  runtime ??= Runtime.open(nodePlatform).then((rt) => {
+    rt.kernels.onBuild = compileProgress();
+    return rt;
+  });
   return runtime;
 }
 
+/** A pipeline served from the driver's shader cache builds in ~2–10 ms; a cold compile takes 0.1–4 s. */
+const COLD_BUILD_MS = 150;
+/** Slow builds must add up to this before we speak: one slow build on a busy machine is not a cold cache. */
+const COLD_TOTAL_MS = 1000;
+
+/**
+ * The first run on a machine compiles every kernel (tens of seconds on 2 cores, before any other
+ * output could move): say so, with a count, at most every 5 s.
+ */
+function compileProgress(): (e: KernelBuildEvent) => void {
+  let compiled = 0;
+  let ms = 0;
+  let last = 0;
+  return (e) => {
+    if (e.ms < COLD_BUILD_MS) return;
+    compiled++;
+    ms += e.ms;
+    const now = Date.now();
+    if (ms < COLD_TOTAL_MS || now - last < 5000) return;
+    last = now;
+    progress(`compiling kernels (first run only) … ${compiled} compiled, ${(ms / 1000).toFixed(0)} s so far`);
+  };
+}
+
 export function progress(line: string): void {
-  process.stderr.write(`${line}\n`);
+  // On a terminal, first clear a ProgressLine that may be drawn (it is redrawn on its next update).
+  process.stderr.write(`${process.stderr.isTTY ? '\r\x1b[K' : ''}${line}\n`);
 }
 
 /** A progress line that rewrites itself on a terminal and appends otherwise. */
@@ -52,14 +104,21 @@ export function formatEta(seconds: number): string {
   return h > 0 ? `${h}h${String(m).padStart(2, '0')}m` : m > 0 ? `${m}m${String(s % 60).padStart(2, '0')}s` : `${s}s`;
 }
 
+// Plain decimal only: Number() would also take '0x10', '1e3', '' (= 0) and ' 7 '.
+const DECIMAL_INT = /^[+-]?\d+$/;
+const DECIMAL_FLOAT = /^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$/;
+
 export function parseIntOption(name: string, value: string, min = 0): number {
   const n = Number(value);
-  if (!Number.isInteger(n) || n < min) throw new UserError(`${name} must be an integer ≥ ${min}, got '${value}'`);
+  if (!DECIMAL_INT.test(value) || !Number.isSafeInteger(n) || n < min) throw new UserError(`${name} must be an integer ≥ ${min}, got '${value}'`);
   return n;
 }
 
-export function parseFloatOption(name: string, value: string): number {
+/** A finite decimal number ≥ `min` (or > `min` when `exclusive`). */
+export function parseFloatOption(name: string, value: string, min = -Infinity, exclusive = false): number {
   const n = Number(value);
-  if (!Number.isFinite(n)) throw new UserError(`${name} must be a number, got '${value}'`);
+  const bound = exclusive ? `> ${min}` : `≥ ${min}`;
+  if (!DECIMAL_FLOAT.test(value) || !Number.isFinite(n)) throw new UserError(`${name} must be a number${min > -Infinity ? ` ${bound}` : ''}, got '${value}'`);
+  if (exclusive ? !(n > min) : !(n >= min)) throw new UserError(`${name} must be ${bound}, got '${value}'`);
   return n;
 }

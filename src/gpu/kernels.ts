@@ -14,6 +14,17 @@ export class KernelCompileError extends Error {
   }
 }
 
+/** One pipeline built (and compiled by the driver): what the CLI needs to show cold-start progress. */
+export interface KernelBuildEvent {
+  key: string;
+  /** Wall time of this pipeline's creation and first (empty) dispatch. */
+  ms: number;
+  /** Pipelines built so far by this registry. */
+  built: number;
+  /** Total ms spent building them. */
+  totalMs: number;
+}
+
 export type OverrideValues = Record<string, number | boolean>;
 
 /** A buffer, or a byte range of one (for tensors bound as several ranges). */
@@ -96,6 +107,12 @@ export class KernelRegistry {
   private readonly modules = new Map<string, Promise<ShaderModuleInfo>>();
   private readonly kernels = new Map<string, Promise<Kernel>>();
   private readonly layoutCache = new Map<string, GPUBindGroupLayout>();
+  /** Told after every pipeline is built; set by the CLI (this module never writes to the console). */
+  onBuild: ((e: KernelBuildEvent) => void) | null = null;
+  private built = 0;
+  /** Total ms spent building (and compiling) pipelines: time an ETA must not extrapolate from. */
+  buildMs = 0;
+  private warmUpBuffers: { uniform: GPUBuffer[]; storage: GPUBuffer[]; indirect: GPUBuffer | null } = { uniform: [], storage: [], indirect: null };
 
   constructor(
     readonly gpu: GpuDevice,
@@ -188,6 +205,7 @@ export class KernelRegistry {
     }
     const constants: Record<string, number> = {};
     for (const [k, v] of Object.entries(overrides)) constants[k] = Number(v);
+    const t0 = performance.now();
     let pipeline: GPUComputePipeline;
     try {
       pipeline = await this.device.createComputePipelineAsync({
@@ -199,7 +217,52 @@ export class KernelRegistry {
       throw new KernelCompileError(`kernels/${file}.wgsl: pipeline '${entry}' failed: ${(e as Error).message}`);
     }
     const wg = (fn.workgroupSize ?? [1, 1, 1]) as [number, number, number];
-    return new Kernel(key, file, entry, pipeline, layouts, resources, wg);
+    const kernel = new Kernel(key, file, entry, pipeline, layouts, resources, wg);
+    await this.compileNow(kernel);
+    const ms = performance.now() - t0;
+    this.built++;
+    this.buildMs += ms;
+    this.onBuild?.({ key, ms, built: this.built, totalMs: this.buildMs });
+    return kernel;
+  }
+
+  /**
+   * Make the driver compile the pipeline now, at build time, where it can be timed and reported:
+   * lavapipe (llvmpipe) compiles a compute shader only at its first dispatch, so on a cold shader
+   * cache the first step would otherwise spend tens of seconds silently compiling every kernel (and
+   * the first step's time, and every ETA from it, would be wrong). An indirect dispatch of zero
+   * workgroups compiles without running anything; its bindings are small placeholder buffers.
+   */
+  private async compileNow(kernel: Kernel): Promise<void> {
+    const d = this.device;
+    const pool = this.warmUpBuffers;
+    const placeholder = (kind: GPUBufferBindingType, i: number, bytes: number): GPUBuffer => {
+      const list = kind === 'uniform' ? pool.uniform : pool.storage;
+      const cur = list[i];
+      if (cur && cur.size >= bytes) return cur;
+      cur?.destroy();
+      const size = Math.max(bytes, 1024);
+      return (list[i] = d.createBuffer({ label: `kernel-warm-up.${kind}.${i}`, size, usage: kind === 'uniform' ? GPUBufferUsage.UNIFORM : GPUBufferUsage.STORAGE }));
+    };
+    pool.indirect ??= d.createBuffer({ label: 'kernel-warm-up.indirect', size: 16, usage: GPUBufferUsage.INDIRECT });
+    d.pushErrorScope('validation');
+    const enc = d.createCommandEncoder({ label: `warm-up ${kernel.key}` });
+    const pass = enc.beginComputePass();
+    pass.setPipeline(kernel.pipeline);
+    let u = 0;
+    let st = 0;
+    for (let g = 0; g < kernel.layouts.length; g++) {
+      const entries = kernel.resources
+        .filter((r) => r.group === g)
+        .map((r) => ({ binding: r.binding, resource: { buffer: r.kind === 'uniform' ? placeholder('uniform', u++, r.uniformSize!) : placeholder('storage', st++, 1024) } }));
+      pass.setBindGroup(g, d.createBindGroup({ layout: kernel.layouts[g]!, entries }));
+    }
+    pass.dispatchWorkgroupsIndirect(pool.indirect, 0);
+    pass.end();
+    d.queue.submit([enc.finish()]);
+    // Best effort: a kernel whose placeholder bindings are too small is simply compiled at its first real use.
+    await d.popErrorScope();
+    await d.queue.onSubmittedWorkDone();
   }
 
   /**

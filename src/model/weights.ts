@@ -4,15 +4,12 @@ import type { Runtime } from '../gpu/runtime.ts';
 import { parseSafetensors, type SafetensorsFile } from '../io/safetensors.ts';
 import type { Platform } from '../platform/types.ts';
 import { Tokenizer } from '../tokenizer/bpe.ts';
-import { parseConfig, type ModelConfig } from './config.ts';
+import type { ModelConfig } from './config.ts';
+import { modelFile as join, readModelConfig } from './config-file.ts';
+import { ModelLoadError, checkFiniteTensor } from './errors.ts';
 import { canonicalName, paramSpecs, type ParamSpec } from './params.ts';
 
-export class ModelLoadError extends Error {
-  constructor(message: string) {
-    super(message);
-    this.name = 'ModelLoadError';
-  }
-}
+export { ModelLoadError } from './errors.ts';
 
 export interface ModelFiles {
   dir: string;
@@ -25,8 +22,6 @@ export interface ModelFiles {
   tokenizerJson: string | null;
 }
 
-const join = (dir: string, file: string) => (dir.endsWith('/') ? dir + file : `${dir}/${file}`);
-
 async function readOptional(platform: Platform, path: string): Promise<Uint8Array | null> {
   try {
     return await platform.readBytes(path);
@@ -37,14 +32,7 @@ async function readOptional(platform: Platform, path: string): Promise<Uint8Arra
 }
 
 export async function readModelDir(platform: Platform, dir: string, weightsFile = 'model.safetensors'): Promise<ModelFiles> {
-  const configPath = join(dir, 'config.json');
-  let configText: string;
-  try {
-    configText = new TextDecoder().decode(await platform.readBytes(configPath));
-  } catch (e) {
-    throw new ModelLoadError(`${configPath}: cannot read the model's config (${(e as Error).message.replace(`${configPath}: `, '')})`);
-  }
-  const config = parseConfig(configText, configPath);
+  const { config, configJson: configText } = await readModelConfig(platform, dir);
   const weightsPath = join(dir, weightsFile);
   const weights = parseSafetensors(await platform.readBytes(weightsPath), weightsPath);
   const tokPath = join(dir, 'tokenizer.json');
@@ -80,6 +68,7 @@ export function hostParams(files: Pick<ModelFiles, 'config' | 'weights'>): Map<s
     const same = info.shape.length === spec.shape.length && info.shape.every((d, i) => d === spec.shape[i]);
     if (!same) throw new ModelLoadError(`${weights.source}: tensor '${stored}' has shape [${info.shape.join(', ')}], expected [${spec.shape.join(', ')}] from config.json`);
     out.set(spec.name, weights.getFloat32(stored));
+    checkFiniteTensor(weights.source, stored, out.get(spec.name)!);
   }
   return out;
 }

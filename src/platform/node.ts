@@ -1,6 +1,6 @@
 // Node platform: Dawn through the `webgpu` package, files through fs.
 import { create, globals } from 'webgpu';
-import { mkdirSync, readFileSync, existsSync } from 'node:fs';
+import { closeSync, existsSync, fstatSync, mkdirSync, openSync, readFileSync, unlinkSync, writeSync } from 'node:fs';
 import { readFile, writeFile, rename, mkdir, unlink } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
@@ -11,11 +11,70 @@ import type { Platform } from './types.ts';
 export const packageRoot = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
 
 // Dawn crashes the process (segfault, futex aborts) if the object from create() is collected:
-// keep it in a module-level binding for the whole process lifetime.
-let dawnGpu: GPU | null = null;
+// keep it in a module-level binding for the whole process lifetime (quietGpu's closures hold it).
+let quietGpu: GPU | null = null;
 
-function dawn(): GPU {
-  if (dawnGpu) return dawnGpu;
+/**
+ * What Dawn and the Vulkan stack print to fd 2 on every start, not meant for the user: Dawn's
+ * "artificially reduced" limit warnings (printed while enumerating adapters, whatever limits are
+ * requested later), the Vulkan loader's messages and lavapipe's conformance warning.
+ */
+export const NATIVE_NOISE = [
+  /^Warning: maxDynamic(Uniform|Storage)BuffersPerPipelineLayout artificially reduced/,
+  /^(ERROR|WARNING|INFO|DEBUG|PERF)?:? ?\[Loader Message\]/,
+  /^WARNING: lavapipe is not a conformant [Vv]ulkan implementation/,
+];
+
+/**
+ * Run `fn` with fd 2 pointed at a temp file, then print what it captured minus NATIVE_NOISE (all of it
+ * when `keepAll` says so, e.g. no adapter was found). Native code writes to fd 2 directly, so this is
+ * the one place it can be filtered: fd 2 is closed and the lowest free descriptor (2) reopened on the
+ * file, then reopened on the original terminal or pipe through /proc/self/fd. Only for a terminal or a
+ * pipe on Linux: a regular file would be reopened at the wrong offset, so output to a file is left as is.
+ */
+async function filterNativeStderr<T>(fn: () => T | Promise<T>, keepAll: (r: T) => boolean = () => false): Promise<T> {
+  let saved = -1;
+  try {
+    const st = fstatSync(2);
+    if (process.platform === 'linux' && (st.isFIFO() || st.isCharacterDevice())) saved = openSync('/proc/self/fd/2', 'a');
+  } catch {
+    saved = -1;
+  }
+  if (saved < 0) return fn();
+  const capture = join(xdgRuntimeDir(), `stderr-${process.pid}-${Date.now()}`);
+  let redirected = false;
+  try {
+    closeSync(2);
+    const fd = openSync(capture, 'w');
+    redirected = true;
+    if (fd !== 2) closeSync(fd); // fd 2 was taken meanwhile: nothing is captured, nothing lost
+  } catch {
+    // fd 2 stays closed only if the reopen below fails too.
+  }
+  let result: T | undefined;
+  let failed = false;
+  try {
+    result = await fn();
+  } catch (e) {
+    failed = true;
+    throw e;
+  } finally {
+    closeSync(2);
+    const back = openSync(`/proc/self/fd/${saved}`, 'a');
+    if (back !== 2) closeSync(back);
+    closeSync(saved);
+    if (redirected) {
+      const text = readFileSync(capture, 'utf8');
+      unlinkSync(capture);
+      const keep = failed || keepAll(result as T);
+      const lines = text.split('\n').filter((l) => l.length > 0 && (keep || !NATIVE_NOISE.some((re) => re.test(l))));
+      if (lines.length > 0) writeSync(2, `${lines.join('\n')}\n`);
+    }
+  }
+  return result as T;
+}
+
+function xdgRuntimeDir(): string {
   // Mesa prints errors on every start without a runtime dir.
   if (!process.env.XDG_RUNTIME_DIR) {
     // One directory per user, reused by every process (not a new temp dir each run).
@@ -23,9 +82,24 @@ function dawn(): GPU {
     mkdirSync(dir, { recursive: true, mode: 0o700 });
     process.env.XDG_RUNTIME_DIR = dir;
   }
+  return process.env.XDG_RUNTIME_DIR;
+}
+
+function dawn(): GPU {
+  if (quietGpu) return quietGpu;
+  xdgRuntimeDir();
   Object.assign(globalThis, globals);
-  dawnGpu = create([]) as unknown as GPU;
-  return dawnGpu;
+  const gpu = create([]) as unknown as GPU;
+  // Only adapter enumeration prints the noise; the adapter and device are Dawn's own objects.
+  quietGpu = {
+    __brand: 'GPU',
+    requestAdapter: (o?: GPURequestAdapterOptions) => filterNativeStderr(() => gpu.requestAdapter(o), (a) => a === null),
+    getPreferredCanvasFormat: () => gpu.getPreferredCanvasFormat(),
+    get wgslLanguageFeatures() {
+      return gpu.wgslLanguageFeatures;
+    },
+  } as GPU;
+  return quietGpu;
 }
 
 export class FileError extends Error {

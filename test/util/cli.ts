@@ -83,7 +83,8 @@ export function stdoutJson<T = Record<string, unknown>>(r: CliResult): T {
 /**
  * A user error: exit code 1, and stderr ends with exactly one message line `semfreeze: <file>: <problem>`
  * (no "error:" prefix, which marks an unexpected exception, and no stack trace). Progress lines
- * printed before the failure (e.g. "model DIR: ... loaded") are allowed.
+ * printed before the failure (e.g. "model DIR: ... loaded") are allowed. stdout is empty, or (--json) exactly
+ * {"error": <the message>}.
  */
 export function userErrorLine(r: CliResult): string {
   const where = describeRun(r);
@@ -94,7 +95,9 @@ export function userErrorLine(r: CliResult): string {
   if (r.messages.at(-1) !== line) throw new Error(`expected the error to be the last line on stderr\n${where}`);
   if (line.startsWith('semfreeze: error: ')) throw new Error(`an unexpected exception (not a user error)\n${where}`);
   if (/^\s+at /m.test(r.stderr)) throw new Error(`a stack trace on stderr\n${where}`);
-  if (r.stdout.length > 0) throw new Error(`unexpected output on stdout\n${where}`);
+  // With --json a failure is also {"error": <the message>} on stdout, so stdout stays JSON.
+  const jsonError = `${JSON.stringify({ error: line.slice('semfreeze: '.length) })}\n`;
+  if (r.stdout.length > 0 && r.stdout !== jsonError) throw new Error(`unexpected output on stdout\n${where}`);
   return line;
 }
 
