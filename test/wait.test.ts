@@ -28,9 +28,10 @@ describe('GpuWaiter', () => {
       walls.push(await w.wait('step'));
     }
     // Oversleeps are halved away: by the 6th step the wall time is the work's (+ await), not the sleep's.
-    // (With a 0.5 ms threshold the estimate shrank ~5% a step: still > 400 ms here.)
-    expect(Math.max(...walls.slice(5))).toBeLessThan(80);
-    expect(walls.reduce((a, b) => a + b, 0)).toBeLessThan(1400);
+    // (With a 0.5 ms threshold the estimate shrank ~5% a step: still > 400 ms a step here, ~4 s in all.)
+    // Bounds are loose: timers run late on a loaded machine.
+    expect(Math.max(...walls.slice(5))).toBeLessThan(150);
+    expect(walls.reduce((a, b) => a + b, 0)).toBeLessThan(2200);
   });
 
   it('keeps sleeping through most of a long step when the estimate is right', async () => {
