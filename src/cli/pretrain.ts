@@ -67,6 +67,12 @@ async function modelConfig(spec: string, vocabSize: number): Promise<{ cfg: Mode
   return { cfg, source: spec };
 }
 
+/** bos/eos ids for config.json (transformers otherwise assumes GPT-2's 50256). */
+function specialTokenConfig(tokenizer: Tokenizer): string | null {
+  const eot = tokenizer.tokenToId('<|endoftext|>');
+  return eot === undefined ? null : JSON.stringify({ bos_token_id: eot, eos_token_id: eot });
+}
+
 /** Token ids of every --data file (text is encoded with the tokenizer), concatenated. */
 async function loadCorpus(paths: string[], tokenizer: Tokenizer): Promise<Int32Array> {
   const parts: Int32Array[] = [];
@@ -137,7 +143,7 @@ export async function pretrainCommand(o: PretrainOptions): Promise<{ log: Pretra
     }
     await writeCheckpoint(o.out, {
       config: cfg,
-      configJson: files?.configJson ?? null,
+      configJson: files?.configJson ?? specialTokenConfig(tokenizer),
       params,
       tokenizerJson,
       optimizer: await graph.optimizer.stateTensors(),
