@@ -115,8 +115,11 @@ export async function demoCommand(o: DemoOptions) {
     rt.memory.releaseSince(mark);
     return bytes;
   };
+  // Both measured before either run is built: a live run's shared workspaces would go uncounted.
+  const bytesAlone = new Map<number | null, number>();
+  for (const f of [K, null]) bytesAlone.set(f, await aloneBytes(f));
   const build = async (name: string, freeze: number | null): Promise<Run> => {
-    const gpuBytes = await aloneBytes(freeze);
+    const gpuBytes = bytesAlone.get(freeze)!;
     const weights = GpuWeights.upload(rt, cfg, params);
     const graph = await graphFor(weights, freeze);
     const schedule = makeSchedule({ kind: 'constant', lr: o.lr, warmup: 0, totalSteps: o.steps });
