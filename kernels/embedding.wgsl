@@ -1,8 +1,10 @@
 // Token + position embeddings, forward and backward.
 //   forward        out[b,t,:] = wte[ids[b,t], :] + wpe[t, :]
-//                  wte may be split into up to 4 bindings of partRows rows each (the last may be
-//                  shorter): one storage binding is capped at 128 MiB on lavapipe, GPT-2's f32 wte is
-//                  ~154 MB. Unused parts are bound to any small buffer.
+//                  wte may be split into parts of partRows rows each (the last may be shorter): one
+//                  storage binding is capped at 128 MiB on lavapipe, GPT-2's f32 wte is ~154 MB.
+//                  One dispatch binds up to 4 parts, partBase .. partBase+3, and writes only the
+//                  rows whose id lies in them (a larger wte takes one dispatch per 4 parts). Unused
+//                  parts are bound to any small buffer.
 //   backward_wpe   dwpe[t,:] (+)= Σ_b dout[b,t,:]  (b in order)
 //   backward_wte   dwte[id,:] += Σ_{positions p of id, ascending} dout[p,:], without atomics: the
 //                  host builds a CSR index of the batch's token ids (unique ids ascending, each with
@@ -19,7 +21,7 @@ override RWG: u32 = 64;      // forward: invocations per row (strided over C)
 override SWG: u32 = 64;      // backward_wte: invocations per workgroup (strided over C)
 override ACCUMULATE: bool = false;
 
-struct Params { B: u32, T: u32, C: u32, partRows: u32 }
+struct Params { B: u32, T: u32, C: u32, partRows: u32, partBase: u32 }
 struct WteParams { C: u32, cap: u32, rowStart: u32, rowEnd: u32 }
 
 @group(0) @binding(0) var<storage, read> ids: array<u32>;
@@ -45,14 +47,16 @@ fn forward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: v
   let C = p.C;
   let id = ids[row];
   let part = id / p.partRows;
+  if (part < p.partBase || part - p.partBase >= 4u) { return; } // another dispatch's parts
   let src = (id - part * p.partRows) * C;
   let pe = (row % p.T) * C;
   let dst = row * C;
-  if (part == 0u) {
+  let local = part - p.partBase;
+  if (local == 0u) {
     for (var c = lid; c < C; c += RWG) { out[dst + c] = wte0[src + c] + wpe[pe + c]; }
-  } else if (part == 1u) {
+  } else if (local == 1u) {
     for (var c = lid; c < C; c += RWG) { out[dst + c] = wte1[src + c] + wpe[pe + c]; }
-  } else if (part == 2u) {
+  } else if (local == 2u) {
     for (var c = lid; c < C; c += RWG) { out[dst + c] = wte2[src + c] + wpe[pe + c]; }
   } else {
     for (var c = lid; c < C; c += RWG) { out[dst + c] = wte3[src + c] + wpe[pe + c]; }

@@ -14,7 +14,7 @@ struct Params { C: u32, slotOff: u32, capacity: u32 }
 @compute @workgroup_size(64)
 fn gather(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>,
           @builtin(num_workgroups) nwg: vec3<u32>) {
-  let i = wg.y;                       // one workgroup row per selected position
+  let i = wg.y + wg.z * nwg.y;        // one workgroup row per selected position (y, then z past 65535)
   if (i >= min(rows[0], p.capacity)) { return; }
   let src = rows[1u + i] * p.C;
   let dst = p.slotOff + i * p.C;

@@ -62,8 +62,8 @@ async function runGpu(rt: Runtime, c: Case, d: Data) {
   index.upload(d.ids, V);
   const fwd = await embeddingForward(rt, { B, T, C, ids, wte: ranges(wte, V, C, c.partRows), partRows: c.partRows, wpe, out, wg: c.wg });
   const bwd = await embeddingBackward(rt, { B, T, C, dout, dwpe, accumulate: c.accumulateWpe, index, dwte: ranges(dwte, V, C, c.partRows), partRows: c.partRows, wg: c.wg });
-  await rt.steps.run('embedding-test', [fwd, ...bwd]);
-  const res = { out: await mem.readFloat32(out), dwte: await mem.readFloat32(dwte), dwpe: await mem.readFloat32(dwpe), nDispatch: 1 + bwd.length };
+  await rt.steps.run('embedding-test', [...fwd, ...bwd]);
+  const res = { out: await mem.readFloat32(out), dwte: await mem.readFloat32(dwte), dwpe: await mem.readFloat32(dwpe), nDispatch: fwd.length + bwd.length };
   for (const b of [ids, wte, wpe, out, dout, dwte, dwpe]) mem.destroy(b);
   index.destroy();
   void maxT;
@@ -142,6 +142,7 @@ describe('embedding', () => {
   it('dwpe accumulate (B=3 T=37 C=29 V=50)', () => checkCase({ B: 3, T: 37, C: 29, V: 50, maxT: 41, accumulateWpe: true }));
   it('wte and dwte bound as 3 ranges (V=150, 64 rows each)', () => checkCase({ B: 3, T: 37, C: 29, V: 150, maxT: 37, partRows: 64 }));
   it('wte and dwte bound as 4 ranges (V=250, 64 rows each, C=96)', () => checkCase({ B: 2, T: 50, C: 96, V: 250, maxT: 50, partRows: 64 }));
+  it('wte and dwte bound as 10 ranges (V=600, 64 rows each: 3 forward dispatches, the last with 2 parts)', () => checkCase({ B: 3, T: 45, C: 29, V: 600, maxT: 45, partRows: 64 }));
 
   it('row kernels with 1 and 64 invocations (hardware default)', async () => {
     await checkCase({ B: 3, T: 37, C: 29, V: 150, maxT: 37, partRows: 64, wg: 64 });

@@ -14,6 +14,7 @@ import { DEVIATION_METRICS, type DeviationMetric } from '../analysis/types.ts';
 import { readText, writeFileAtomic } from '../platform/node.ts';
 import { ProgressLine, UserError, formatEta, printJson, progress } from './common.ts';
 import { loadModel, loadTokens } from './model.ts';
+import { fitForwardBatch } from './shapes.ts';
 
 export interface AnalyzeOptions {
   model: string;
@@ -94,7 +95,7 @@ export async function analyzeCommand(o: AnalyzeOptions): Promise<AnalyzeResult> 
     const outcome = await runAnalysis(rt, weights, data, {
       metric,
       finalNorm: finalNorm === 'on',
-      batch,
+      batch: fitForwardBatch(rt, cfg, { B: batch, T: data.T, kind: 'forward' }),
       basesKey: `${resolve(o.model)}#${fingerprint(head)}`,
       head,
       strategy: o.gain,

@@ -3,6 +3,7 @@ import { windows } from '../data/tokens.ts';
 import { Gpt2Forward } from '../model/forward.ts';
 import { loadModel, loadTokens } from './model.ts';
 import { ProgressLine, UserError, formatEta, printJson } from './common.ts';
+import { fitForwardBatch } from './shapes.ts';
 
 export interface EvalResult {
   loss: number;
@@ -22,7 +23,7 @@ export async function evalCommand(o: { model: string; data: string; seq: number;
   const ids = await loadTokens(o.data, files);
   const win = windows(ids, o.seq, o.data);
   const count = o.maxWindows ? Math.min(o.maxWindows, win.count) : win.count;
-  const B = Math.min(o.batch, count);
+  const B = Math.min(fitForwardBatch(rt, cfg, { B: o.batch, T: o.seq, kind: 'forward' }), count);
   const T = o.seq;
   const fwd = await Gpt2Forward.build(rt, weights, { B, T, saveFrom: cfg.nLayer, trace: { kind: 'none' }, loss: true, keepLogits: false });
   const inputs = new Int32Array(B * T);

@@ -10,6 +10,7 @@ import type { OptimizerKind } from '../train/optimizer.ts';
 import { checkOutputDir, readResumeState, writeCheckpoint } from './checkpoint.ts';
 import { ProgressLine, UserError, formatEta, openRuntime, printJson, progress } from './common.ts';
 import { loadTokens } from './model.ts';
+import { fitTraining } from './shapes.ts';
 
 export interface FinetuneOptions {
   model: string;
@@ -95,11 +96,12 @@ export async function finetuneCommand(o: FinetuneOptions): Promise<{ log: TrainL
   const evalWin = o.eval ? windows(await loadTokens(o.eval, files), o.seq, o.eval) : null;
 
   const rt = await openRuntime();
+  const fit = fitTraining(rt, cfg, { B: o.batch, T: o.seq, accum: o.accum, freeze });
   const weights = GpuWeights.upload(rt, cfg, hostParams(files));
-  const graph = await TrainingGraph.build(rt, weights, { B: o.batch, T: o.seq, freeze, accum: o.accum }, { kind: o.optimizer, weightDecay: o.weightDecay, maxGradNorm: o.clip });
+  const graph = await TrainingGraph.build(rt, weights, { B: fit.B, T: o.seq, freeze, accum: fit.accum }, { kind: o.optimizer, weightDecay: o.weightDecay, maxGradNorm: o.clip });
   const schedule = makeSchedule({ kind: o.schedule, lr: o.lr, warmup: o.warmup, totalSteps: o.steps });
   const trainer = new Trainer(graph, schedule, o.clip);
-  const loader = new BatchLoader(win, o.batch, o.shuffle, o.seed);
+  const loader = new BatchLoader(win, fit.B, o.shuffle, o.seed);
   let log: TrainLogEntry[] = [];
   if (resume) {
     graph.optimizer.loadStateTensors(resume.optimizer as { name: string; data: Float32Array }[]);
@@ -108,7 +110,7 @@ export async function finetuneCommand(o: FinetuneOptions): Promise<{ log: TrainL
     log = resume.log as TrainLogEntry[];
     progress(`resuming ${o.resume} at step ${trainer.step}`);
   }
-  const evalFwd = evalWin ? await Gpt2Forward.build(rt, weights, { B: Math.min(o.batch, evalWin.count), T: o.seq, saveFrom: cfg.nLayer, trace: { kind: 'none' }, loss: true, keepLogits: false }) : null;
+  const evalFwd = evalWin ? await Gpt2Forward.build(rt, weights, { B: Math.min(fit.B, evalWin.count), T: o.seq, saveFrom: cfg.nLayer, trace: { kind: 'none' }, loss: true, keepLogits: false }) : null;
   const evaluate = async (): Promise<number> => {
     const ev = evalWin!;
     const f = evalFwd!;

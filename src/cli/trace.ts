@@ -4,6 +4,7 @@ import { Gpt2Forward } from '../model/forward.ts';
 import { writeFileAtomic } from '../platform/node.ts';
 import { loadModel, promptIds } from './model.ts';
 import { progress } from './common.ts';
+import { fitForwardBatch } from './shapes.ts';
 
 export async function traceCommand(o: { model: string; tokens?: string; text?: string; out: string }): Promise<void> {
   const { rt, files, weights } = await loadModel(o.model);
@@ -11,6 +12,7 @@ export async function traceCommand(o: { model: string; tokens?: string; text?: s
   const cfg = files.config;
   const T = ids.length;
   const C = cfg.nEmbd;
+  fitForwardBatch(rt, cfg, { B: 1, T, kind: 'logits' }, { batch: 'batch', seq: 'prompt length' });
   const fwd = await Gpt2Forward.build(rt, weights, { B: 1, T, saveFrom: cfg.nLayer, trace: { kind: 'all' }, loss: false, keepLogits: true });
   fwd.setBatch(ids);
   await fwd.run('trace');

@@ -61,7 +61,17 @@ function summarize(adapter: GPUAdapter): AdapterSummary {
   };
 }
 
-export async function openDevice(platform: Platform, opts: { label?: string } = {}): Promise<GpuDevice> {
+export interface OpenOptions {
+  label?: string;
+  /**
+   * Lower the limits the runtime plans with (never above the device's): tests use a small
+   * maxStorageBufferBindingSize to exercise the paths that split tensors, cheaply. The device itself
+   * keeps its real limits; every size check and split reads GpuDevice.limits.
+   */
+  capLimits?: Record<string, number>;
+}
+
+export async function openDevice(platform: Platform, opts: OpenOptions = {}): Promise<GpuDevice> {
   let adapter: GPUAdapter | null = null;
   try {
     adapter = await platform.gpu().requestAdapter({ powerPreference: 'high-performance' });
@@ -89,6 +99,7 @@ export async function openDevice(platform: Platform, opts: { label?: string } = 
     const v = (device.limits as unknown as Record<string, number>)[key];
     if (typeof v === 'number') limits[key] = v;
   }
+  for (const [key, cap] of Object.entries(opts.capLimits ?? {})) if (key in limits) limits[key] = Math.min(limits[key]!, cap);
   // Dawn's GPUSupportedFeatures is not iterable: ask for each name we know.
   const features = new Set<string>(KNOWN_FEATURES.filter((f) => device.features.has(f)));
   return { device, adapter, info: summarize(adapter), features, limits, hasTimestamps: features.has('timestamp-query'), errors };

@@ -20,12 +20,13 @@ export class GpuMemory {
   private staging: GPUBuffer | null = null;
   private serial = 0;
 
-  constructor(readonly device: GPUDevice) {}
+  /** maxBufferSize: the device's, or a lower cap the runtime plans with. */
+  constructor(readonly device: GPUDevice, private readonly maxBufferSize = device.limits.maxBufferSize) {}
 
   /** A storage buffer (also a copy source and destination). Size is rounded up to 4 bytes. */
   storage(name: string, bytes: number, usage = STORAGE): GPUBuffer {
     const size = Math.max(4, Math.ceil(bytes / 4) * 4);
-    const maxSize = this.device.limits.maxBufferSize;
+    const maxSize = this.maxBufferSize;
     if (size > maxSize) throw new Error(`buffer '${name}' needs ${size} bytes, over this device's maxBufferSize ${maxSize}`);
     const buffer = this.device.createBuffer({ label: name, size, usage });
     this.track(name, buffer, size);
@@ -97,6 +98,11 @@ export class GpuMemory {
 
   resetPeak(): void {
     this.peak = this.liveBytesNow;
+  }
+
+  /** Name and size of every live buffer, in allocation order. */
+  buffers(): { name: string; bytes: number }[] {
+    return [...this.live.values()].sort((a, b) => a.serial - b.serial).map((t) => ({ name: t.name, bytes: t.bytes }));
   }
 
   /** Live bytes grouped by the part of the name before the first '.' or ':' (e.g. 'grad', 'act'). */

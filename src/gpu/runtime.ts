@@ -1,6 +1,6 @@
 // One object that owns the device and everything built on it: memory, kernels, step runner.
 import type { Platform } from '../platform/types.ts';
-import { openDevice, type GpuDevice } from './device.ts';
+import { openDevice, type GpuDevice, type OpenOptions } from './device.ts';
 import { KernelRegistry } from './kernels.ts';
 import { GpuMemory } from './memory.ts';
 import { StepRunner } from './step.ts';
@@ -34,9 +34,9 @@ export class Runtime {
     return b;
   }
 
-  static async open(platform: Platform): Promise<Runtime> {
-    const gpu = await openDevice(platform);
-    const memory = new GpuMemory(gpu.device);
+  static async open(platform: Platform, opts: OpenOptions = {}): Promise<Runtime> {
+    const gpu = await openDevice(platform, opts);
+    const memory = new GpuMemory(gpu.device, gpu.limits.maxBufferSize);
     return new Runtime(platform, gpu, memory, new KernelRegistry(gpu, platform, memory), new StepRunner(gpu));
   }
 

@@ -57,13 +57,37 @@ export interface BlockActs {
   resOut: GPUBuffer;
 }
 
-/** Row chunk of the LM head: logits [rows, V] must fit one binding and a memory cap. */
-export function headRowChunk(cfg: ModelConfig, rows: number, maxBinding: number, capBytes = 64 * 2 ** 20): number {
-  const perRow = cfg.vocabSize * 4;
-  let r = Math.floor(Math.min(maxBinding, capBytes) / perRow);
-  if (r >= rows) return rows;
-  r = Math.max(64, Math.floor(r / 64) * 64); // 64 rows keep chunk offsets 256-byte aligned
-  return Math.min(r, rows);
+/**
+ * Smallest row count whose byte offset is a multiple of 256 (the binding offset alignment) for
+ * every given row size: a power of two ≤ 64.
+ */
+export function rowAlign(...bytesPerRow: number[]): number {
+  let a = 1;
+  for (const b of bytesPerRow) while ((a * b) % 256 !== 0 && a < 64) a *= 2;
+  return a;
+}
+
+/** Chunk of rows under `limitBytes`: a multiple of 64 rows when one fits, else of `align` rows (≥ align). */
+function rowChunkUnder(limitBytes: number, bytesPerRow: number, total: number, align: number): number {
+  const r = Math.floor(limitBytes / bytesPerRow);
+  if (r >= total) return total;
+  const step = r >= 64 ? 64 : align;
+  return Math.min(total, Math.max(align, Math.floor(r / step) * step));
+}
+
+/** Row stride of the logits: V when kept for the caller, V rounded up to 4 when streamed (see Gpt2Forward.ldLogits). */
+export function logitsStride(cfg: ModelConfig, keepLogits: boolean): number {
+  return keepLogits ? cfg.vocabSize : Math.ceil(cfg.vocabSize / 4) * 4;
+}
+
+/**
+ * Row chunk of the LM head: logits [rows, ld] must fit one binding and a memory cap. Chunk offsets
+ * into lnf (and into the kept logits) stay 256-byte aligned.
+ */
+export function headRowChunk(cfg: ModelConfig, rows: number, maxBinding: number, capBytes = 64 * 2 ** 20, keepLogits = false): number {
+  const perRow = logitsStride(cfg, keepLogits) * 4;
+  const align = keepLogits ? rowAlign(cfg.nEmbd * 4, perRow) : rowAlign(cfg.nEmbd * 4);
+  return rowChunkUnder(Math.min(maxBinding, capBytes), perRow, rows, align);
 }
 
 /**
@@ -77,9 +101,7 @@ export const HEAD_CHUNK_BYTES = 16 * 2 ** 20;
 /** Vocabulary chunk of the head weight [V, C] so each chunk fits one binding (GPT-2's wte is 154 MB). */
 export function headVocabChunk(cfg: ModelConfig, maxBinding: number, capBytes = Number.POSITIVE_INFINITY): number {
   const perRow = cfg.nEmbd * 4;
-  const v = Math.floor(Math.min(maxBinding, capBytes) / perRow);
-  if (v >= cfg.vocabSize) return cfg.vocabSize;
-  return Math.max(64, Math.floor(v / 64) * 64); // 64 rows keep chunk offsets 256-byte aligned
+  return rowChunkUnder(Math.min(maxBinding, capBytes), perRow, cfg.vocabSize, rowAlign(perRow));
 }
 
 export class Gpt2Forward {
@@ -136,10 +158,10 @@ export class Gpt2Forward {
     this.targets = f32('input.targets', rows);
     this.x = f32('act.x', rows * C);
     const maxBinding = rt.gpu.limits.maxStorageBufferBindingSize ?? 128 * 2 ** 20;
-    this.rowChunk = opts.keepLogits ? headRowChunk(cfg, rows, maxBinding, Number.POSITIVE_INFINITY) : headRowChunk(cfg, rows, maxBinding);
+    this.rowChunk = opts.keepLogits ? headRowChunk(cfg, rows, maxBinding, Number.POSITIVE_INFINITY, true) : headRowChunk(cfg, rows, maxBinding);
     this.vocabChunk = headVocabChunk(cfg, maxBinding);
     this.headRows = headVocabChunk(cfg, maxBinding, opts.headChunkBytes ?? HEAD_CHUNK_BYTES);
-    this.ldLogits = opts.keepLogits ? cfg.vocabSize : Math.ceil(cfg.vocabSize / 4) * 4;
+    this.ldLogits = logitsStride(cfg, opts.keepLogits);
     this.logits = f32('act.logits', (opts.keepLogits ? rows : this.rowChunk) * this.ldLogits);
     this.losses = f32('act.losses', rows);
     this.loss = f32('act.loss', 4);
@@ -207,7 +229,9 @@ export class Gpt2Forward {
     if (this.opts.trace.kind === 'all') {
       this.items.push({ copy: { src, srcOffset: 0, dst: this.trace, dstOffset: this.traceSlotOffset(k), bytes: this.rows * C * 4 } });
     } else {
-      this.items.push(await traceGather(this.rt, { x: src, rows: this.traceRows!, trace: this.trace, C, slotOffset: k * this.traceSlotElems, capacity: this.tracePositions }));
+      // Only this latent space's slot is bound: the whole trace may exceed one binding.
+      const slot = range(this.trace, this.traceSlotOffset(k), this.traceSlotElems * 4);
+      this.items.push(await traceGather(this.rt, { x: src, rows: this.traceRows!, trace: slot, C, slotOffset: 0, capacity: this.tracePositions }));
     }
   }
 

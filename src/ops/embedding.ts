@@ -18,8 +18,8 @@ export function embeddingRowWG(rt: Runtime): number {
 }
 /** Most workgroups the dwte scatter launches; each loops over unique ids u ≡ its index (mod count). */
 export const EMBEDDING_WTE_WORKGROUPS = 512;
-/** Most bindings wte (and dwte) may be split into. */
-export const EMBEDDING_MAX_PARTS = 4;
+/** wte parts bound by one forward dispatch (a wte in more parts takes one dispatch per 4). */
+export const EMBEDDING_PARTS_PER_DISPATCH = 4;
 const NO_LIMIT = 0xffffffff;
 
 // ---------------------------------------------------------------------------------------------
@@ -130,7 +130,7 @@ function checkPositive(name: string, dims: Record<string, number>): void {
 /** wte given as one binding or as parts of partRows rows each (the last may be shorter). */
 function parts(name: string, wte: BufferBinding | readonly BufferBinding[], partRows?: number): { list: BufferBinding[]; partRows: number } {
   const list = Array.isArray(wte) ? [...(wte as readonly BufferBinding[])] : [wte as BufferBinding];
-  if (list.length < 1 || list.length > EMBEDDING_MAX_PARTS) throw new Error(`${name}: wte in ${list.length} parts; 1 to ${EMBEDDING_MAX_PARTS} supported`);
+  if (list.length < 1) throw new Error(`${name}: wte in no parts`);
   if (list.length > 1 && !(partRows && Number.isInteger(partRows) && partRows > 0)) throw new Error(`${name}: wte in ${list.length} parts needs partRows`);
   return { list, partRows: list.length > 1 ? partRows! : NO_LIMIT };
 }
@@ -141,7 +141,7 @@ export interface EmbeddingForwardArgs {
   C: number;
   /** u32 [B·T] token ids (uploaded by the host each batch). */
   ids: BufferBinding;
-  /** [V, C]: one binding, or up to 4 row ranges of partRows rows each (for wte over 128 MiB). */
+  /** [V, C]: one binding, or row ranges of partRows rows each (for wte over one binding's limit). */
   wte: BufferBinding | readonly BufferBinding[];
   partRows?: number;
   /** [≥T, C] */
@@ -152,15 +152,20 @@ export interface EmbeddingForwardArgs {
   wg?: number;
 }
 
-export async function embeddingForward(rt: Runtime, args: EmbeddingForwardArgs): Promise<Dispatch> {
+/** One dispatch per 4 parts of wte (one for any wte up to 4 bindings); each writes the rows whose ids it holds. */
+export async function embeddingForward(rt: Runtime, args: EmbeddingForwardArgs): Promise<Dispatch[]> {
   const { B, T, C } = args;
   checkPositive('embeddingForward', { B, T, C });
   const { list, partRows } = parts('embeddingForward', args.wte, args.partRows);
   const kernel = await rt.kernels.kernel('embedding', 'forward', { RWG: args.wg ?? embeddingRowWG(rt) });
-  const buffers: Record<string, BufferBinding> = { ids: args.ids, wpe: args.wpe, out: args.out };
-  for (let k = 0; k < EMBEDDING_MAX_PARTS; k++) buffers[`wte${k}`] = list[k] ?? rt.dummy;
-  const bound = rt.kernels.bind(kernel, buffers, { B, T, C, partRows });
-  return { bound, workgroups: grid(B * T) };
+  const out: Dispatch[] = [];
+  for (let partBase = 0; partBase < list.length; partBase += EMBEDDING_PARTS_PER_DISPATCH) {
+    const buffers: Record<string, BufferBinding> = { ids: args.ids, wpe: args.wpe, out: args.out };
+    for (let k = 0; k < EMBEDDING_PARTS_PER_DISPATCH; k++) buffers[`wte${k}`] = list[partBase + k] ?? rt.dummy;
+    const bound = rt.kernels.bind(kernel, buffers, { B, T, C, partRows, partBase });
+    out.push({ bound, workgroups: grid(B * T) });
+  }
+  return out;
 }
 
 export interface EmbeddingBackwardWpeArgs {
@@ -180,7 +185,7 @@ export async function embeddingBackwardWpe(rt: Runtime, args: EmbeddingBackwardW
   const { B, T, C } = args;
   checkPositive('embeddingBackwardWpe', { B, T, C });
   const kernel = await rt.kernels.kernel('embedding', 'backward_wpe', { WG: EMBEDDING_WG, ACCUMULATE: !!args.accumulate });
-  const bound = rt.kernels.bind(kernel, { dout: args.dout, dwpe: args.dwpe }, { B, T, C, partRows: 0 });
+  const bound = rt.kernels.bind(kernel, { dout: args.dout, dwpe: args.dwpe }, { B, T, C, partRows: 0, partBase: 0 });
   return { bound, workgroups: grid(Math.ceil((T * C) / EMBEDDING_WG)) };
 }
 

@@ -46,6 +46,8 @@ const TILES: Record<'nn' | 'nt' | 'tn' | 'generic', { wg: [number, number]; rows
   generic: { wg: [8, 8], rows: 4, cols: 8 },
 };
 const TRANSPOSE_WG = 8;
+/** Workgroups per grid dimension (65535 in WebGPU); larger products run as several row blocks. */
+const maxWorkgroups = (rt: Runtime) => rt.gpu.limits.maxComputeWorkgroupsPerDimension ?? 65535;
 
 const aligned = (...xs: number[]) => xs.every((x) => x % 4 === 0);
 const roundUp4 = (x: number) => Math.ceil(x / 4) * 4;
@@ -82,14 +84,51 @@ export function matmulWorkspaceBytes(args: MatmulArgs): { a: number; b: number }
   return { a: args.K * roundUp4(args.M) * 4, b: plan.transposeB ? args.K * roundUp4(args.N) * 4 : 0 };
 }
 
-/** out[c·ldo + r] = inp[inOff + r·ldi + c]: rows × cols → cols × rows. */
-export async function transpose(rt: Runtime, a: { inp: BufferBinding; out: BufferBinding; rows: number; cols: number; ldi?: number; ldo?: number; inOff?: number }): Promise<Dispatch> {
-  const kernel = await rt.kernels.kernel('transpose', 'transpose');
-  const bound = rt.kernels.bind(kernel, { inp: a.inp, out: a.out }, { rows: a.rows, cols: a.cols, ldi: a.ldi ?? a.cols, ldo: a.ldo ?? a.rows, inOff: a.inOff ?? 0 });
-  return { bound, workgroups: [Math.ceil(a.cols / (4 * TRANSPOSE_WG)), Math.ceil(a.rows / (4 * TRANSPOSE_WG))] };
+interface Block {
+  r0: number;
+  rows: number;
+  c0: number;
+  cols: number;
+  /** Workgroups [x over columns, y over rows]. */
+  workgroups: readonly [number, number];
 }
 
-async function direct(rt: Runtime, args: MatmulArgs): Promise<Dispatch> {
+/**
+ * A rows × cols grid of `perRow` × `perCol` elements per workgroup, cut into blocks of at most
+ * `maxWorkgroups` workgroups per dimension (one block for any ordinary shape). Block starts are
+ * multiples of maxWorkgroups·per…, so vec4-aligned offsets stay aligned.
+ */
+function blocks(rows: number, perRow: number, cols: number, perCol: number, maxWorkgroups: number): Block[] {
+  const rowStep = maxWorkgroups * perRow;
+  const colStep = maxWorkgroups * perCol;
+  const out: Block[] = [];
+  for (let r0 = 0; r0 < rows; r0 += rowStep) {
+    for (let c0 = 0; c0 < cols; c0 += colStep) {
+      const r = Math.min(rowStep, rows - r0);
+      const c = Math.min(colStep, cols - c0);
+      out.push({ r0, rows: r, c0, cols: c, workgroups: [Math.ceil(c / perCol), Math.ceil(r / perRow)] });
+    }
+  }
+  return out;
+}
+
+/**
+ * out[outOff + c·ldo + r] = inp[inOff + r·ldi + c]: rows × cols → cols × rows. One dispatch, or
+ * one per block past 65535 workgroups per dimension.
+ */
+export async function transpose(rt: Runtime, a: { inp: BufferBinding; out: BufferBinding; rows: number; cols: number; ldi?: number; ldo?: number; inOff?: number }): Promise<Dispatch[]> {
+  const kernel = await rt.kernels.kernel('transpose', 'transpose');
+  const ldi = a.ldi ?? a.cols;
+  const ldo = a.ldo ?? a.rows;
+  const tile = 4 * TRANSPOSE_WG;
+  return blocks(a.rows, tile, a.cols, tile, maxWorkgroups(rt)).map((k) => ({
+    bound: rt.kernels.bind(kernel, { inp: a.inp, out: a.out }, { rows: k.rows, cols: k.cols, ldi, ldo, inOff: (a.inOff ?? 0) + k.r0 * ldi + k.c0, outOff: k.c0 * ldo + k.r0 }),
+    workgroups: k.workgroups,
+  }));
+}
+
+/** One dispatch, or one per block of C past 65535 workgroups per dimension (offsets stay vec4-aligned). */
+async function direct(rt: Runtime, args: MatmulArgs): Promise<Dispatch[]> {
   const { form, M, N, K } = args;
   const entry = matmulEntry(args);
   const tile = TILES[entry];
@@ -100,12 +139,19 @@ async function direct(rt: Runtime, args: MatmulArgs): Promise<Dispatch> {
   }
   const kernel = await rt.kernels.kernel('matmul', entry, overrides);
   const { lda, ldb } = leading(args);
-  const bound = rt.kernels.bind(
-    kernel,
-    entry === 'generic' ? { a: args.a, b: args.b, c: args.c, bias: args.bias ?? rt.dummy } : { a4: args.a, b4: args.b, c: args.c, bias: args.bias ?? rt.dummy },
-    { M, N, K, lda, ldb, ldc: args.ldc ?? N, aOff: args.aOff ?? 0, bOff: args.bOff ?? 0, cOff: args.cOff ?? 0, biasOff: args.biasOff ?? 0 },
-  );
-  return { bound, workgroups: [Math.ceil(N / (tile.cols * tile.wg[0])), Math.ceil(M / (tile.rows * tile.wg[1]))] };
+  const ldc = args.ldc ?? N;
+  const buffers: Record<string, BufferBinding> = entry === 'generic' ? { a: args.a, b: args.b, c: args.c, bias: args.bias ?? rt.dummy } : { a4: args.a, b4: args.b, c: args.c, bias: args.bias ?? rt.dummy };
+  // Row m of C is column m of A in tn, row m of A otherwise; column n of C is row n of B in nt.
+  const aRowStride = form === 'tn' ? 1 : lda;
+  const bColStride = form === 'nt' ? ldb : 1;
+  return blocks(M, tile.rows * tile.wg[1], N, tile.cols * tile.wg[0], maxWorkgroups(rt)).map((k) => ({
+    bound: rt.kernels.bind(kernel, buffers, {
+      M: k.rows, N: k.cols, K, lda, ldb, ldc,
+      aOff: (args.aOff ?? 0) + k.r0 * aRowStride, bOff: (args.bOff ?? 0) + k.c0 * bColStride,
+      cOff: (args.cOff ?? 0) + k.r0 * ldc + k.c0, biasOff: (args.biasOff ?? 0) + k.c0,
+    }),
+    workgroups: k.workgroups,
+  }));
 }
 
 /**
@@ -117,13 +163,13 @@ export async function matmul(rt: Runtime, args: MatmulArgs): Promise<Dispatch[]>
   const { M, N, K } = args;
   if (!(M > 0 && N > 0 && K > 0)) throw new Error(`matmul: dimensions must be positive (M=${M}, N=${N}, K=${K})`);
   const plan = matmulPlan(args);
-  if (!plan) return [await direct(rt, args)];
+  if (!plan) return direct(rt, args);
   const { lda, ldb } = leading(args);
   const ws = matmulWorkspaceBytes(args);
   const out: Dispatch[] = [];
   const at = rt.workspace('matmul.a', ws.a);
   const ldAt = roundUp4(M);
-  out.push(await transpose(rt, { inp: args.a, out: at, rows: M, cols: K, ldi: lda, ldo: ldAt, inOff: args.aOff }));
+  out.push(...await transpose(rt, { inp: args.a, out: at, rows: M, cols: K, ldi: lda, ldo: ldAt, inOff: args.aOff }));
   let b = args.b;
   let ldB = ldb;
   let bOff = args.bOff ?? 0;
@@ -131,9 +177,9 @@ export async function matmul(rt: Runtime, args: MatmulArgs): Promise<Dispatch[]>
     b = rt.workspace('matmul.b', ws.b);
     ldB = roundUp4(N);
     bOff = 0;
-    out.push(await transpose(rt, { inp: args.b, out: b, rows: N, cols: K, ldi: ldb, ldo: ldB, inOff: args.bOff }));
+    out.push(...await transpose(rt, { inp: args.b, out: b, rows: N, cols: K, ldi: ldb, ldo: ldB, inOff: args.bOff }));
   }
-  out.push(await direct(rt, { ...args, form: 'tn', a: at, lda: ldAt, aOff: 0, b, ldb: ldB, bOff, strategy: 'direct' }));
+  out.push(...await direct(rt, { ...args, form: 'tn', a: at, lda: ldAt, aOff: 0, b, ldb: ldB, bOff, strategy: 'direct' }));
   return out;
 }
 

@@ -66,6 +66,14 @@ export function columnSumScratchElems(rows: number, N: number): number {
   return nChunks > 1 ? nChunks * N : 0;
 }
 
+/**
+ * f32 elements of one scratch shared by column sums of several widths over the same rows: the
+ * largest need, which is not always the widest one's (a narrower sum splits into more chunks).
+ */
+export function columnSumScratchElemsFor(rows: number, widths: readonly number[]): number {
+  return Math.max(0, ...widths.map((N) => columnSumScratchElems(rows, N)));
+}
+
 export function columnSumScratchBytes(rows: number, N: number): number {
   return 4 * columnSumScratchElems(rows, N);
 }

@@ -1,6 +1,6 @@
 // Trace capture program (kernels/trace.wgsl): copy chosen rows of the residual stream into a slot.
 import type { BufferBinding } from '../gpu/kernels.ts';
-import type { Dispatch } from '../gpu/step.ts';
+import { grid, type Dispatch } from '../gpu/step.ts';
 import type { Runtime } from '../gpu/runtime.ts';
 
 export interface TraceGatherArgs {
@@ -16,8 +16,9 @@ export interface TraceGatherArgs {
 }
 
 export async function traceGather(rt: Runtime, a: TraceGatherArgs): Promise<Dispatch> {
-  if (a.capacity > 65535) throw new Error(`trace capacity ${a.capacity} exceeds 65535 positions per dispatch`);
   const k = await rt.kernels.kernel('trace', 'gather');
   const bound = rt.kernels.bind(k, { x: a.x, rows: a.rows, trace: a.trace }, { C: a.C, slotOff: a.slotOffset, capacity: a.capacity });
-  return { bound, workgroups: [Math.min(4, Math.ceil(a.C / 64)), Math.max(1, a.capacity)] };
+  // Positions on y, continuing on z past 65535 workgroups per dimension.
+  const [y, z] = grid(Math.max(1, a.capacity));
+  return { bound, workgroups: [Math.min(4, Math.ceil(a.C / 64)), y, z] };
 }

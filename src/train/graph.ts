@@ -15,7 +15,7 @@ import { layernormBackward, layernormBackwardParams, layernormScratchElems } fro
 import { geluBackward } from '../ops/gelu.ts';
 import { embeddingBackwardWpe, embeddingBackwardWte, TokenIndexBuffer } from '../ops/embedding.ts';
 import { crossEntropyFused, crossEntropyLossSum } from '../ops/crossentropy.ts';
-import { columnSum, columnSumScratchElems } from '../ops/reduce.ts';
+import { columnSum, columnSumScratchElemsFor } from '../ops/reduce.ts';
 import { Gpt2Forward, range } from '../model/forward.ts';
 import { decays, isTrainable, type ParamSpec } from '../model/params.ts';
 import type { GpuWeights } from '../model/weights.ts';
@@ -112,7 +112,8 @@ export class TrainingGraph {
     s.dfc = f32('bwd.dfc', rows * H);
     s.dfcPre = f32('bwd.dfc_pre', rows * H);
     s.lnScratch = f32('bwd.ln_scratch', layernormScratchElems(rows, C));
-    s.colScratch = f32('bwd.col_scratch', Math.max(4, columnSumScratchElems(rows, Math.max(3 * C, H))));
+    // One scratch for the bias sums of every width below (c_proj C, c_fc H, c_attn 3C).
+    s.colScratch = f32('bwd.col_scratch', Math.max(4, columnSumScratchElemsFor(rows, [C, 3 * C, H])));
     s.attScratch = mem.storage('bwd.att_scratch', attentionBufferBytes({ B, T, C, nHead: cfg.nHead }).scratchBytes);
 
     // Zero every gradient at the start of an optimizer step; every gradient kernel accumulates.

@@ -164,7 +164,7 @@ export class Optimizer {
     checkPow2('workgroupSize', wg, 256);
     const ept = opts.sumElementsPerThread ?? 16;
     if (!(Number.isInteger(ept) && ept >= 1)) throw new OptimizerError(`sumElementsPerThread must be a positive integer, got ${ept}`);
-    const limit = Math.floor(rt.device.limits.maxStorageBufferBindingSize / 4 / 64) * 64;
+    const limit = Math.floor(rt.gpu.limits.maxStorageBufferBindingSize! / 4 / 64) * 64;
     const maxElems = opts.maxBindingElements ?? limit;
     if (!(Number.isInteger(maxElems) && maxElems >= 64 && maxElems % 64 === 0 && maxElems <= limit)) {
       throw new OptimizerError(`maxBindingElements must be a multiple of 64 in 64..${limit}, got ${maxElems}`);
