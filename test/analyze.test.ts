@@ -43,11 +43,11 @@ function fixtureData(f: Fixture, pick: (t: number) => boolean, labels?: Int32Arr
 }
 
 /** CPU float64 deviations from the fixture's own hidden states (HF): spaces 0..N−1 raw, residual.N raw. */
-function cpuDeviations(f: Fixture, data: PreparedData, metric: DeviationMetric, finalNorm: boolean): number[] {
+async function cpuDeviations(f: Fixture, data: PreparedData, metric: DeviationMetric, finalNorm: boolean): Promise<number[]> {
   const cfg = f.config;
   const C = cfg.nEmbd;
   const V = cfg.vocabSize;
-  const params = hostParams({ config: cfg, weights: f.model });
+  const params = await hostParams({ config: cfg, weights: f.model });
   const W = params.get('wte.weight')!;
   const P = data.positions;
   const targets = new Int32Array(P);
@@ -87,14 +87,14 @@ describe.each(['gpt2-odd', 'gpt2-deep', 'gpt2-tiny'])('GPU deviations = float64 
 
   it.each(cases)('%s, final norm %s: every position, batches of 2 (all mode)', async (metric, finalNorm) => {
     const rt = await runtime();
-    const weights = GpuWeights.upload(rt, f.config, hostParams({ config: f.config, weights: f.model }));
+    const weights = GpuWeights.upload(rt, f.config, await hostParams({ config: f.config, weights: f.model }));
     try {
       const data = fixtureData(f, () => true, metric === 'contrastive' ? uniqueTargets : undefined);
       const { result, stats } = await measureDeviations(rt, weights, data, { metric, finalNorm, batch: 2 });
       expect(stats.mode).toBe('all');
       expect(stats.runs).toBe(Math.ceil(f.B / 2));
       expect(result.positions).toBe(f.B * f.T);
-      expectClose(result.deviations, cpuDeviations(f, data, metric, finalNorm), 1e-4, `${name} ${metric} norm ${finalNorm}`);
+      expectClose(result.deviations, await cpuDeviations(f, data, metric, finalNorm), 1e-4, `${name} ${metric} norm ${finalNorm}`);
       if (metric === 'contrastive') for (const d of result.deviations) expect(d).toBeGreaterThanOrEqual(0);
     } finally {
       weights.destroy(rt);
@@ -103,7 +103,7 @@ describe.each(['gpt2-odd', 'gpt2-deep', 'gpt2-tiny'])('GPU deviations = float64 
 
   it.each([['cosine', true], ['contrastive', false], ['lens', true]] as [DeviationMetric, boolean][])('%s, final norm %s: every 3rd position, traces split over many runs (rows mode)', async (metric, finalNorm) => {
     const rt = await runtime();
-    const weights = GpuWeights.upload(rt, f.config, hostParams({ config: f.config, weights: f.model }));
+    const weights = GpuWeights.upload(rt, f.config, await hostParams({ config: f.config, weights: f.model }));
     try {
       const data = fixtureData(f, (t) => t % 3 === 1, metric === 'contrastive' ? uniqueTargets : undefined);
       // A binding that holds 5 positions per latent space: rows of a sequence spill into the next run.
@@ -114,7 +114,7 @@ describe.each(['gpt2-odd', 'gpt2-deep', 'gpt2-tiny'])('GPU deviations = float64 
       expect(stats.capacity).toBeLessThanOrEqual(5);
       expect(stats.runs).toBe(Math.ceil(data.positions / 5));
       expect(result.positions).toBe(data.positions);
-      expectClose(result.deviations, cpuDeviations(f, data, metric, finalNorm), 1e-4, `${name} ${metric} rows`);
+      expectClose(result.deviations, await cpuDeviations(f, data, metric, finalNorm), 1e-4, `${name} ${metric} rows`);
     } finally {
       weights.destroy(rt);
     }

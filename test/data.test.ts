@@ -4,6 +4,8 @@ import {
   checkVocab, LLMC_MAGIC, parseTokenFile, TokenDataError, tokenFileKind, windows, writeLlmcTokenFile,
 } from '../src/data/tokens.ts';
 import { parseClassificationJsonl, resolveLabelWords } from '../src/data/classification.ts';
+import { decodeText, invalidUtf8Offset } from '../src/util/utf8.ts';
+import { mulberry32 } from '../src/util/random.ts';
 import { Tokenizer } from '../src/tokenizer/bpe.ts';
 
 const utf8 = (text: string) => new TextEncoder().encode(text);
@@ -48,7 +50,7 @@ describe('.json token files', () => {
     expectError(() => parseTokenFile(utf8('[1, 2.5, 3]'), 't.json', '.json'), 't.json', /element 1 is 2.5, not a non-negative integer/);
     expectError(() => parseTokenFile(utf8('[1, -1]'), 't.json', '.json'), 't.json', /element 1 is -1/);
     expectError(() => parseTokenFile(utf8('["7"]'), 't.json', '.json'), 't.json', /element 0 is "7"/);
-    expectError(() => parseTokenFile(new Uint8Array([0x5b, 0xff, 0x5d]), 't.json', '.json'), 't.json', /not valid UTF-8/);
+    expectError(() => parseTokenFile(new Uint8Array([0x5b, 0xff, 0x5d]), 't.json', '.json'), 't.json', /not valid JSON/);
   });
 });
 
@@ -205,5 +207,52 @@ describe('with the real GPT-2 tokenizer', () => {
   it('tokenizes .txt files and label words with a leading space', () => {
     expect([...parseTokenFile(utf8('Hello world'), 'c.txt', '.txt', gpt2)]).toEqual([15496, 995]);
     expect(resolveLabelWords('pos=great,neg=terrible', gpt2, ['neg'], 'd.jsonl')).toEqual(new Map([['pos', 1049], ['neg', 7818]]));
+  });
+});
+
+// One behaviour for every text format (src/util/utf8.ts): invalid UTF-8 becomes U+FFFD, as tokenizer
+// training and readText (.jsonl) already did. Was: .txt and .json ids failed with "is not valid UTF-8
+// text" while the .jsonl and tokenizer-training readers replaced.
+describe('invalid UTF-8 is read the same way in every text format', () => {
+  const bytes = (...parts: (string | number[])[]) => new Uint8Array(parts.flatMap((p) => (typeof p === 'string' ? [...utf8(p)] : p)));
+
+  it('.txt: each invalid sequence is one U+FFFD, the rest of the text intact', () => {
+    expect([...parseTokenFile(bytes('a', [0xff], 'b', [0xe2, 0x82], 'c'), 'c.txt', '.txt', charTokenizer)]).toEqual([97, 0xfffd, 98, 0xfffd, 99]);
+  });
+
+  it('.jsonl text (read with readText → decodeText) and .txt decode identically', () => {
+    const raw = bytes('caf', [0xe9], ' ', [0xed, 0xa0, 0x80], '!');
+    const text = decodeText(raw);
+    expect(text).toBe('caf\ufffd \ufffd\ufffd\ufffd!');
+    const jsonl = bytes('{"text": "', [...raw], '", "label": 1}');
+    expect(parseClassificationJsonl(decodeText(jsonl), 'd.jsonl')).toEqual([{ text, label: '1', line: 1 }]);
+    expect([...parseTokenFile(raw, 'c.txt', '.txt', charTokenizer)]).toEqual([...text].map((c) => c.codePointAt(0)));
+  });
+
+  it('.json ids: a replaced byte is not JSON, so the file is reported as invalid JSON', () => {
+    expectError(() => parseTokenFile(bytes('[1, ', [0xff], '2]'), 'i.json', '.json'), 'i.json', /not valid JSON/);
+  });
+
+  it('invalidUtf8Offset: overlongs, surrogates, beyond U+10FFFF, cut-short sequences', () => {
+    expect(invalidUtf8Offset(bytes('h\u00e9\u20ac\u{1F600}'))).toBe(-1);
+    expect(invalidUtf8Offset(bytes('ab', [0xc0, 0x80]))).toBe(2); // overlong NUL
+    expect(invalidUtf8Offset(bytes('a', [0xe0, 0x80, 0x80]))).toBe(1); // overlong 3-byte
+    expect(invalidUtf8Offset(bytes([0xed, 0xa0, 0x80]))).toBe(0); // surrogate D800
+    expect(invalidUtf8Offset(bytes([0xf4, 0x90, 0x80, 0x80]))).toBe(0); // U+110000
+    expect(invalidUtf8Offset(bytes('abc', [0xf0, 0x9f, 0x98]))).toBe(3); // cut short at the end
+    expect(invalidUtf8Offset(bytes([0x80]))).toBe(0); // a lone continuation byte
+  });
+
+  it('invalidUtf8Offset agrees with the fatal TextDecoder on random bytes', () => {
+    const next = mulberry32(1234);
+    const fatal = new TextDecoder('utf-8', { fatal: true });
+    const valid = (b: Uint8Array) => { try { fatal.decode(b); return true; } catch { return false; } };
+    for (let trial = 0; trial < 3000; trial++) {
+      // Mostly high bytes, so that multi-byte sequences (valid and not) are common.
+      const b = Uint8Array.from({ length: 1 + Math.floor(next() * 8) }, () => (next() < 0.3 ? Math.floor(next() * 128) : 0x80 + Math.floor(next() * 128)));
+      const at = invalidUtf8Offset(b);
+      expect(at === -1, `${[...b]}`).toBe(valid(b));
+      if (at >= 0) expect(valid(b.subarray(0, at)), `${[...b]} prefix`).toBe(true);
+    }
   });
 });

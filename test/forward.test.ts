@@ -13,7 +13,7 @@ describe.each(FIXTURE_MODELS)('GPT-2 forward matches transformers: %s', (name) =
     const rt = await runtime();
     const f = fixture(name);
     const cfg = f.config;
-    const weights = GpuWeights.upload(rt, cfg, hostParams({ config: cfg, weights: f.model }));
+    const weights = GpuWeights.upload(rt, cfg, await hostParams({ config: cfg, weights: f.model }));
     const headChunkBytes = chunkRows ? chunkRows * cfg.nEmbd * 4 : undefined;
     const fwd = await Gpt2Forward.build(rt, weights, { B: f.B, T: f.T, saveFrom: cfg.nLayer, trace: { kind: 'all' }, loss: true, keepLogits: true, headChunkBytes });
     if (chunkRows) expect(fwd.headRows).toBe(chunkRows);

@@ -1,15 +1,14 @@
 // Bad input gets one clear error line naming the file and the problem, exit code 1, no stack trace:
 // the CLI (`eval`, `trace`, `generate`, `finetune`) on temp copies of gpt2-tiny that we corrupt.
 // Also: F16 and BF16 checkpoints load and give logits close to the F32 model's (in-process).
-import { copyFileSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
+import { copyFileSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { Gpt2Forward } from '../src/model/forward.ts';
-import { GpuWeights, hostParams, readModelDir } from '../src/model/weights.ts';
+import { readModelDir } from '../src/model/weights.ts';
 import { nodePlatform } from '../src/platform/node.ts';
-import { copyModel, editSafetensors, joinSafetensors, removeDir, runCli, splitSafetensors, tempDir, userErrorLine } from './util/cli.ts';
+import { copyModel, describeRun, editSafetensors, joinSafetensors, removeDir, runCli, splitSafetensors, stdoutJson, tempDir, userErrorLine } from './util/cli.ts';
 import { FIXTURES, FIXTURE_MODELS, fixture } from './util/fixtures.ts';
-import { relError, runtime } from './util/gpu.ts';
+import { modelDirLogits, relError } from './util/gpu.ts';
 
 const TINY = join(FIXTURES, 'gpt2-tiny');
 // gpt2-tiny: n_layer 2, n_embd 64, vocab 512, n_positions 64.
@@ -42,7 +41,15 @@ async function traceError(dir: string, tokens = '1,2,3'): Promise<string> {
 describe.concurrent('one clear error for a bad model directory', () => {
   it('a missing tensor is named', async () => {
     const d = model('missing-tensor');
-    editHeader(d, (h) => { delete h['transformer.h.1.mlp.c_fc.bias']; });
+    // Drop the tensor and its bytes (a gap left in the data section is an error of its own).
+    editSafetensors(d, (bytes) => {
+      const { header, data } = splitSafetensors(bytes);
+      const h = header as Header;
+      const [begin, end] = h['transformer.h.1.mlp.c_fc.bias']!.data_offsets;
+      delete h['transformer.h.1.mlp.c_fc.bias'];
+      for (const t of Object.values(h)) if (t.data_offsets && t.data_offsets[0] >= end) t.data_offsets = [t.data_offsets[0] - (end - begin), t.data_offsets[1] - (end - begin)];
+      return joinSafetensors(h, Buffer.concat([data.subarray(0, begin), data.subarray(end)]));
+    });
     const line = await traceError(d);
     expect(line).toContain(join(d, 'model.safetensors'));
     expect(line).toMatch(/missing tensor 'h\.1\.mlp\.c_fc\.bias'/);
@@ -239,6 +246,18 @@ describe.concurrent('one clear error for bad tokens and lengths', () => {
     expect(gen).toMatch(/no room to generate/);
   });
 
+  // One behaviour for text (src/util/utf8.ts): invalid UTF-8 becomes U+FFFD in a .txt just as in a
+  // .jsonl or tokenizer training data. Was: eval refused the .txt ("is not valid UTF-8 text").
+  it('invalid UTF-8 in a .txt data file is read as U+FFFD (eval runs)', async () => {
+    const d = tempDir('bad-utf8');
+    dirs.push(d);
+    const txt = join(d, 'bad.txt');
+    writeFileSync(txt, Buffer.concat([readFileSync(join(TINY, 'train.txt')).subarray(0, 400), Buffer.from([0xe9, 0xff]), Buffer.from(' the end\n')]));
+    const r = await runCli(['eval', '--model', TINY, '--data', txt, '--seq', '8', '--max-windows', '2', '--json']);
+    expect(r.code, describeRun(r)).toBe(0);
+    expect(Number.isFinite(stdoutJson<{ loss: number }>(r).loss)).toBe(true);
+  });
+
   it('data too short for one window', async () => {
     const d = tempDir('short-data');
     dirs.push(d);
@@ -253,17 +272,7 @@ describe.concurrent('one clear error for bad tokens and lengths', () => {
 describe.each(FIXTURE_MODELS)('F16 and BF16 checkpoints: %s', (name) => {
   const f = fixture(name);
 
-  async function logitsOf(dir: string): Promise<Float32Array> {
-    const rt = await runtime();
-    const files = await readModelDir(nodePlatform, dir);
-    const weights = GpuWeights.upload(rt, files.config, hostParams(files));
-    const fwd = await Gpt2Forward.build(rt, weights, { B: f.B, T: f.T, saveFrom: files.config.nLayer, trace: { kind: 'none' }, loss: false, keepLogits: true });
-    fwd.setBatch(f.inputIds);
-    await fwd.run();
-    const out = await rt.memory.readFloat32(fwd.logits, 0, f.B * f.T * files.config.vocabSize);
-    weights.destroy(rt);
-    return out;
-  }
+  const logitsOf = (dir: string) => modelDirLogits(dir, f);
 
   // Measured relative logits errors: about 5e-4 (F16) and 4-5e-3 (BF16) on all three fixtures.
   it.each([

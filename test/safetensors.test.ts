@@ -21,6 +21,14 @@ function rawFile(header: unknown, data: Uint8Array = new Uint8Array(0)): Uint8Ar
   return concat([head, json, data]);
 }
 
+/** A safetensors file whose header is exactly `json` (to build headers JSON.stringify cannot). */
+function rawText(json: string, data: Uint8Array = new Uint8Array(0)): Uint8Array {
+  const text = new TextEncoder().encode(json);
+  const head = new Uint8Array(8);
+  new DataView(head.buffer).setUint32(0, text.length, true);
+  return concat([head, text, data]);
+}
+
 function u16le(values: number[]): Uint8Array {
   const bytes = new Uint8Array(values.length * 2);
   values.forEach((v, i) => new DataView(bytes.buffer).setUint16(2 * i, v, true));
@@ -155,8 +163,6 @@ describe('errors name the file and the problem', () => {
     const bytes = new Uint8Array(16);
     new DataView(bytes.buffer).setUint32(0, 100, true);
     expectError(() => parseSafetensors(bytes, SRC), /header length 100 extends beyond the file \(16 bytes\)/);
-    new DataView(bytes.buffer).setUint32(4, 1, true); // > 4 GiB: the high word counts
-    expectError(() => parseSafetensors(bytes, SRC), /header length 4294967396 extends beyond/);
   });
 
   it('header not JSON', () => {
@@ -185,6 +191,67 @@ describe('errors name the file and the problem', () => {
 
   it('data offsets not ascending', () => {
     expectError(() => parseSafetensors(rawFile({ w: { ...tensor, data_offsets: [8, 0] } }, new Uint8Array(8)), SRC), "'w'", /not ascending/);
+  });
+
+  // The reference parser (Hugging Face's safetensors crate) caps the header at 100_000_000 bytes
+  // (MAX_HEADER_SIZE) before reading it: a corrupt length must not make us allocate 4 GiB.
+  it('header over 100 MB, checked before the header is read', () => {
+    const bytes = new Uint8Array(16);
+    const view = new DataView(bytes.buffer);
+    view.setUint32(0, 100_000_001, true);
+    expectError(() => parseSafetensors(bytes, SRC), /header length 100000001 is over the 100000000-byte limit/);
+    view.setUint32(0, 100, true);
+    view.setUint32(4, 1, true); // > 4 GiB: the high word counts
+    expectError(() => parseSafetensors(bytes, SRC), /header length 4294967396 is over the 100000000-byte limit/);
+    view.setUint32(0, 100_000_000, true); // at the limit: only "beyond the file"
+    view.setUint32(4, 0, true);
+    expectError(() => parseSafetensors(bytes, SRC), /header length 100000000 extends beyond the file/);
+  });
+
+  it('trailing bytes after the last tensor', () => {
+    expectError(() => parseSafetensors(rawFile({ w: tensor }, new Uint8Array(12)), SRC), /4 trailing bytes after the last tensor \('w' ends at 8\): the data section is 12 bytes/);
+    expectError(() => parseSafetensors(rawFile({}, new Uint8Array(3)), SRC), /3 trailing bytes after the last tensor: the data section is 3 bytes/);
+    expectError(() => parseSafetensors(rawFile({ __metadata__: { a: 'b' } }, new Uint8Array(1)), SRC), /1 trailing bytes/);
+  });
+
+  it('gaps: tensors must be contiguous from the start of the data section', () => {
+    const gap = { a: tensor, b: { ...tensor, data_offsets: [12, 20] } };
+    expectError(() => parseSafetensors(rawFile(gap, new Uint8Array(20)), SRC), /bytes \[8, 12\) of the data section belong to no tensor \(before 'b'\)/);
+    const late = { a: { ...tensor, data_offsets: [4, 12] } };
+    expectError(() => parseSafetensors(rawFile(late, new Uint8Array(12)), SRC), /bytes \[0, 4\) of the data section belong to no tensor \(before 'a'\)/);
+  });
+
+  it('contiguous tensors in any header order, empty tensors included, parse', () => {
+    const header = { z: { ...tensor, data_offsets: [8, 16] }, e: { dtype: 'F32', shape: [0, 3], data_offsets: [8, 8] }, a: tensor };
+    const file = parseSafetensors(rawFile(header, new Uint8Array(16)), SRC);
+    expect([...file.tensors.keys()]).toEqual(['z', 'e', 'a']);
+    expect(file.getFloat32('e').length).toBe(0);
+    expect(parseSafetensors(rawFile({}), SRC).tensors.size).toBe(0);
+  });
+
+  it('duplicate keys, at the top level, in an entry or in the metadata', () => {
+    const entry = '{"dtype": "F32", "shape": [2], "data_offsets": [0, 8]}';
+    expectError(() => parseSafetensors(rawText(`{"w": ${entry}, "w": ${entry}}`, new Uint8Array(8)), SRC), /header has the key 'w' twice/);
+    // The same key spelled with an escape is the same key.
+    expectError(() => parseSafetensors(rawText(`{"w": ${entry},\n "\\u0077" : ${entry}}`, new Uint8Array(8)), SRC), /key 'w' twice/);
+    expectError(() => parseSafetensors(rawText('{"w": {"dtype": "F32", "shape": [2], "dtype": "F16", "data_offsets": [0, 8]}}', new Uint8Array(8)), SRC), /key 'dtype' twice/);
+    expectError(() => parseSafetensors(rawText('{"__metadata__": {"a": "1", "a": "2"}}'), SRC), /key 'a' twice/);
+    // Equal strings as values, or as keys of different objects, are not duplicates.
+    const ok = parseSafetensors(rawText(`{"__metadata__": {"w": "w", "x": "w"}, "w": ${entry}}`, new Uint8Array(8)), SRC);
+    expect(ok.metadata).toEqual({ w: 'w', x: 'w' });
+  });
+
+  it('header that is not UTF-8 names the byte', () => {
+    const json = new TextEncoder().encode('{"w\u00e9": 1}');
+    const bad = json.slice();
+    bad[3] = 0xff; // the 'é' lead byte
+    const head = new Uint8Array(8);
+    new DataView(head.buffer).setUint32(0, bad.length, true);
+    expectError(() => parseSafetensors(concat([head, bad]), SRC), /header is not valid UTF-8 \(byte 11 of the file\)/);
+  });
+
+  it('a shape too large to address', () => {
+    expectError(() => parseSafetensors(rawFile({ w: { ...tensor, shape: [2 ** 40, 2 ** 40] } }, new Uint8Array(8)), SRC), "'w'", /too large to address/);
   });
 
   it('overlapping tensors', () => {

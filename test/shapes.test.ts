@@ -58,7 +58,7 @@ describe('training past every scratch threshold', () => {
     const rng = mulberry32(seed);
     const ids = randInts(rows, cfg.vocabSize, rng);
     const targets = randInts(rows, cfg.vocabSize, rng);
-    const weights = GpuWeights.upload(rt, cfg, hostParams({ config: cfg, weights: f.model }));
+    const weights = GpuWeights.upload(rt, cfg, await hostParams({ config: cfg, weights: f.model }));
     const big = await stepGradients(rt, weights, { B, T, freeze: null, accum: 1 }, ids, targets);
     const small = await stepGradients(rt, weights, { B: 32, T, freeze: null, accum: 2 }, ids, targets);
     expect(Number.isFinite(big.loss)).toBe(true);
@@ -131,7 +131,7 @@ describe('the shape plan against the adapter limits (no GPU)', () => {
     const rt = await runtime();
     const f = fixture('gpt2-odd');
     const cfg = f.config;
-    const weights = GpuWeights.upload(rt, cfg, hostParams({ config: cfg, weights: f.model }));
+    const weights = GpuWeights.upload(rt, cfg, await hostParams({ config: cfg, weights: f.model }));
     const limits: ShapeLimits = { maxStorageBufferBindingSize: rt.gpu.limits.maxStorageBufferBindingSize!, maxBufferSize: rt.gpu.limits.maxBufferSize! };
     const isParam = (name: string) => /^(param|grad|optim)\./.test(name);
     const largestAllocated = (mark: number) => Math.max(...rt.memory.buffers().slice(mark).filter((b) => !isParam(b.name)).map((b) => b.bytes));

@@ -12,7 +12,7 @@ import { gpt2Backward, gpt2Forward, mulberry32, randInts, randomGpt2Params } fro
 import type { ModelConfig } from '../src/model/config.ts';
 
 async function buildGraph(rt: Runtime, f: Fixture, freeze: number | null, optim: OptimizerOptions = { kind: 'adamw', weightDecay: 0.1 }, headChunkRows?: number) {
-  const weights = GpuWeights.upload(rt, f.config, hostParams({ config: f.config, weights: f.model }));
+  const weights = GpuWeights.upload(rt, f.config, await hostParams({ config: f.config, weights: f.model }));
   const headChunkBytes = headChunkRows ? headChunkRows * f.config.nEmbd * 4 : undefined;
   const graph = await TrainingGraph.build(rt, weights, { B: f.B, T: f.T, freeze, accum: 1, headChunkBytes }, optim);
   graph.setBatch(f.inputIds, f.targets);

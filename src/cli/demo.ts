@@ -103,7 +103,7 @@ export async function demoCommand(o: DemoOptions) {
   const held = windows(await loadTokens(evalData, files), T, evalData);
   const train = windows(ids, T, data);
   const rt = await openRuntime();
-  const params = hostParams(files);
+  const params = await hostParams(files);
   const graphFor = (weights: GpuWeights, freeze: number | null) => TrainingGraph.build(rt, weights, { B: o.batch, T, freeze, accum: 1 }, { kind: 'adamw', weightDecay: 0, maxGradNorm: 1 });
   // GPU memory of each run alone (weights + training graph + shared workspaces), as a run of its
   // own would hold it; then both are built again for the interleaved steps.

@@ -97,7 +97,7 @@ export async function finetuneCommand(o: FinetuneOptions): Promise<{ log: TrainL
 
   const rt = await openRuntime();
   const fit = fitTraining(rt, cfg, { B: o.batch, T: o.seq, accum: o.accum, freeze });
-  const weights = GpuWeights.upload(rt, cfg, hostParams(files));
+  const weights = GpuWeights.upload(rt, cfg, await hostParams(files));
   const graph = await TrainingGraph.build(rt, weights, { B: fit.B, T: o.seq, freeze, accum: fit.accum }, { kind: o.optimizer, weightDecay: o.weightDecay, maxGradNorm: o.clip });
   const schedule = makeSchedule({ kind: o.schedule, lr: o.lr, warmup: o.warmup, totalSteps: o.steps });
   const trainer = new Trainer(graph, schedule, o.clip);

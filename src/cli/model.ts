@@ -15,7 +15,7 @@ export interface LoadedModel {
 export async function loadModel(dir: string, opts: { quiet?: boolean } = {}): Promise<LoadedModel> {
   const t0 = performance.now();
   const files = await readModelDir(nodePlatform, dir);
-  const params = hostParams(files);
+  const params = await hostParams(files);
   const rt = await openRuntime();
   const weights = GpuWeights.upload(rt, files.config, params);
   const c = files.config;

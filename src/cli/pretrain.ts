@@ -113,7 +113,7 @@ export async function pretrainCommand(o: PretrainOptions): Promise<{ log: Pretra
   if (bad >= 0) throw new UserError(`${o.data.join(', ')}: token id ${ids[bad]} ≥ vocab_size ${cfg.vocabSize}`);
 
   const rt = await openRuntime();
-  const params = files ? hostParams(files) : randomParams(cfg, o.seed, 0.02, { scaleResidualProjections: true });
+  const params = files ? await hostParams(files) : randomParams(cfg, o.seed, 0.02, { scaleResidualProjections: true });
   const weights = GpuWeights.upload(rt, cfg, params);
   const graph = await TrainingGraph.build(rt, weights, { B: o.batch, T, freeze: null, accum: 1 }, { kind: 'adamw', weightDecay: o.weightDecay, maxGradNorm: o.clip });
   const schedule = makeSchedule({ kind: 'cosine', lr: o.lr, warmup: o.warmup, totalSteps: o.steps, minLr: o.lr * o.minLrRatio });

@@ -2,6 +2,7 @@
 // into fixed-length training windows.
 
 import type { Tokenizer } from '../tokenizer/bpe.ts';
+import { decodeText } from '../util/utf8.ts';
 
 export class TokenDataError extends Error {
   constructor(source: string, problem: string) {
@@ -24,23 +25,15 @@ export function tokenFileKind(name: string): TokenFileKind {
   throw new TokenDataError(name, `unknown token file type '${ext}' (expected .json, .bin or .txt)`);
 }
 
-/** Token ids from a file's bytes; a .txt file needs the tokenizer to encode it. */
+/** Token ids from a file's bytes; a .txt file needs the tokenizer to encode it. Text is decoded as src/util/utf8.ts says (invalid UTF-8 → U+FFFD). */
 export function parseTokenFile(bytes: Uint8Array, source: string, kind: TokenFileKind, tokenizer?: Pick<Tokenizer, 'encode'>): Int32Array {
   switch (kind) {
-    case '.json': return parseJsonTokens(decodeUtf8(bytes, source), source);
+    case '.json': return parseJsonTokens(decodeText(bytes), source);
     case '.bin': return parseLlmcTokens(bytes, source);
     case '.txt': {
       if (!tokenizer) throw new TokenDataError(source, 'a .txt file needs a tokenizer to turn its text into tokens');
-      return Int32Array.from(tokenizer.encode(decodeUtf8(bytes, source)));
+      return Int32Array.from(tokenizer.encode(decodeText(bytes)));
     }
-  }
-}
-
-function decodeUtf8(bytes: Uint8Array, source: string): string {
-  try {
-    return new TextDecoder('utf-8', { fatal: true }).decode(bytes);
-  } catch {
-    throw new TokenDataError(source, 'is not valid UTF-8 text');
   }
 }
 

@@ -29,6 +29,20 @@ export class ConfigError extends Error {
   }
 }
 
+/**
+ * Upper bounds far beyond any GPT-2-style model (GPT-3 175B: 96 layers, width 12288), so a corrupt
+ * or mistyped config.json (n_layer 1e9) fails in one line before any layout is built or memory
+ * allocated. What the weights actually hold is checked against the config by checkWeights.
+ */
+export const CONFIG_LIMITS = {
+  n_layer: 4096,
+  n_embd: 1 << 16,
+  n_head: 1 << 16,
+  n_inner: 1 << 20,
+  vocab_size: 1 << 24,
+  n_positions: 1 << 20,
+} as const;
+
 const TANH_GELUS = new Set(['gelu_new', 'gelu_pytorch_tanh', 'gelu_fast', 'gelu']);
 
 /**
@@ -48,10 +62,11 @@ export function parseConfig(text: string, file = 'config.json'): ModelConfig {
   const modelType = c.model_type ?? 'gpt2';
   if (modelType !== 'gpt2') throw new ConfigError(file, `model_type '${String(modelType)}' is not supported (supported: gpt2)`);
 
-  const int = (key: string, fallback?: number): number => {
+  const int = (key: keyof typeof CONFIG_LIMITS, fallback?: number): number => {
     const v = c[key] ?? fallback;
     if (v === undefined) throw new ConfigError(file, `missing '${key}'`);
     if (typeof v !== 'number' || !Number.isInteger(v) || v <= 0) throw new ConfigError(file, `'${key}' must be a positive integer, got ${JSON.stringify(v)}`);
+    if (v > CONFIG_LIMITS[key]) throw new ConfigError(file, `'${key}' ${v} is beyond any GPT-2-style model (at most ${CONFIG_LIMITS[key]}); a corrupt config?`);
     return v;
   };
   const nLayer = int('n_layer');

@@ -1,9 +1,12 @@
-// A Hugging Face model directory (config.json, model.safetensors, tokenizer.json) read through the
-// platform, checked against the config's parameter layout, and uploaded to the GPU once.
+// A Hugging Face model directory (config.json, model.safetensors or a sharded checkpoint,
+// tokenizer.json) read through the platform and checked against the config's parameter layout before
+// anything is allocated; weights are read by ranges, tensor by tensor, then uploaded to the GPU once.
 import type { Runtime } from '../gpu/runtime.ts';
-import { parseSafetensors, type SafetensorsFile } from '../io/safetensors.ts';
+import { isFloatDtype, SafetensorsReader, type TensorSource } from '../io/safetensors.ts';
+import { openSharded } from '../io/sharded.ts';
 import type { Platform } from '../platform/types.ts';
 import { Tokenizer } from '../tokenizer/bpe.ts';
+import { decodeText } from '../util/utf8.ts';
 import type { ModelConfig } from './config.ts';
 import { modelFile as join, readModelConfig } from './config-file.ts';
 import { ModelLoadError, checkFiniteTensor } from './errors.ts';
@@ -16,59 +19,140 @@ export interface ModelFiles {
   config: ModelConfig;
   /** config.json text, so checkpoints keep its other fields. */
   configJson: string;
-  weights: SafetensorsFile;
+  /** Header-only until read: tensors are read by hostParams. */
+  weights: TensorSource;
   tokenizer: Tokenizer | null;
   /** tokenizer.json text, kept so checkpoints can copy it unchanged. */
   tokenizerJson: string | null;
 }
 
+/** Hugging Face's index of a sharded checkpoint, read when model.safetensors is absent. */
+export const SHARD_INDEX = 'model.safetensors.index.json';
+
+const isMissing = (e: unknown) => /: (no such file|HTTP 404)$/.test((e as Error).message);
+
 async function readOptional(platform: Platform, path: string): Promise<Uint8Array | null> {
   try {
     return await platform.readBytes(path);
   } catch (e) {
-    if (/no such file|HTTP 404/.test((e as Error).message)) return null;
+    if (isMissing(e)) return null;
     throw e;
   }
 }
 
 export async function readModelDir(platform: Platform, dir: string, weightsFile = 'model.safetensors'): Promise<ModelFiles> {
   const { config, configJson: configText } = await readModelConfig(platform, dir);
-  const weightsPath = join(dir, weightsFile);
-  const weights = parseSafetensors(await platform.readBytes(weightsPath), weightsPath);
-  const tokPath = join(dir, 'tokenizer.json');
-  const tokBytes = await readOptional(platform, tokPath);
-  let tokenizer: Tokenizer | null = null;
-  let tokenizerJson: string | null = null;
-  if (tokBytes) {
-    tokenizerJson = new TextDecoder().decode(tokBytes);
-    let json: unknown;
-    try {
-      json = JSON.parse(tokenizerJson);
-    } catch (e) {
-      throw new ModelLoadError(`${tokPath}: not valid JSON (${(e as Error).message})`);
+  const configPath = join(dir, 'config.json');
+  const weights = await openWeights(platform, dir, weightsFile);
+  try {
+    checkWeights(config, weights, configPath);
+    const tokPath = join(dir, 'tokenizer.json');
+    const tokBytes = await readOptional(platform, tokPath);
+    let tokenizer: Tokenizer | null = null;
+    let tokenizerJson: string | null = null;
+    if (tokBytes) {
+      tokenizerJson = decodeText(tokBytes);
+      let json: unknown;
+      try {
+        json = JSON.parse(tokenizerJson);
+      } catch (e) {
+        throw new ModelLoadError(`${tokPath}: not valid JSON (${(e as Error).message})`);
+      }
+      tokenizer = Tokenizer.fromJSON(json, tokPath);
     }
-    tokenizer = Tokenizer.fromJSON(json, tokPath);
+    return { dir, config, configJson: configText, weights, tokenizer, tokenizerJson };
+  } catch (e) {
+    await weights.close();
+    throw e;
   }
-  return { dir, config, configJson: configText, weights, tokenizer, tokenizerJson };
 }
 
-/** Host float32 copies of every parameter, checked against the layout (names and shapes). */
-export function hostParams(files: Pick<ModelFiles, 'config' | 'weights'>): Map<string, Float32Array> {
-  const { config, weights } = files;
-  const byName = new Map<string, string>();
-  for (const name of weights.tensors.keys()) byName.set(canonicalName(name), name);
-  const out = new Map<string, Float32Array>();
-  for (const spec of paramSpecs(config)) {
-    const stored = byName.get(spec.name);
-    if (!stored) {
+/** DIR/weightsFile read by ranges, or, when DIR/model.safetensors is absent, the shards its index names. */
+async function openWeights(platform: Platform, dir: string, weightsFile: string): Promise<TensorSource> {
+  const open = (file: string) => {
+    const path = join(dir, file);
+    return SafetensorsReader.open(path, () => platform.openFile(path));
+  };
+  try {
+    return await open(weightsFile);
+  } catch (e) {
+    if (weightsFile !== 'model.safetensors' || !isMissing(e)) throw e;
+    const indexPath = join(dir, SHARD_INDEX);
+    const index = await readOptional(platform, indexPath);
+    if (!index) throw new ModelLoadError(`${(e as Error).message} (nor is there a ${SHARD_INDEX} for a sharded checkpoint)`);
+    return openSharded(indexPath, index, open);
+  }
+}
+
+// Causal-mask buffers that older transformers versions saved with GPT-2 weights; not parameters.
+const MASK_BUFFER = /^h\.\d+\.attn\.(bias|masked_bias)$/;
+
+/**
+ * The weights must be exactly the model config.json describes, checked from the headers before any
+ * tensor is read: every parameter present once with its shape and a float dtype, no block beyond
+ * n_layer, no tensor the model would ignore. Returns each parameter's stored name.
+ */
+export function checkWeights(config: ModelConfig, weights: Pick<TensorSource, 'source' | 'tensors' | 'fileOf'>, configPath = 'config.json'): Map<string, string> {
+  const fail = (file: string, problem: string): never => { throw new ModelLoadError(`${file}: ${problem}`); };
+  const stored = new Map<string, string>();
+  let lastBlock = -1;
+  let lastBlockTensor = '';
+  for (const name of weights.tensors.keys()) {
+    const canonical = canonicalName(name);
+    const twin = stored.get(canonical);
+    if (twin !== undefined) fail(weights.fileOf(name), `holds both '${twin}' and '${name}', the same parameter twice`);
+    stored.set(canonical, name);
+    const block = Number(/^h\.(\d+)\./.exec(canonical)?.[1] ?? -1);
+    if (block > lastBlock) [lastBlock, lastBlockTensor] = [block, name];
+  }
+  const blocks = (n: number) => (n === 0 ? 'no blocks' : `${n} block${n === 1 ? '' : 's'} (h.0..h.${n - 1})`);
+  if (lastBlock >= config.nLayer) {
+    fail(weights.fileOf(lastBlockTensor), `has ${blocks(lastBlock + 1)} (e.g. '${lastBlockTensor}') but ${configPath} says n_layer ${config.nLayer}`);
+  }
+  const specs = paramSpecs(config);
+  for (const spec of specs) {
+    const name = stored.get(spec.name);
+    if (name === undefined) {
+      if (spec.block >= 0 && spec.block < config.nLayer && spec.block > lastBlock) {
+        fail(weights.source, `has ${blocks(lastBlock + 1)} but ${configPath} says n_layer ${config.nLayer} (no '${spec.name}')`);
+      }
+      const why = spec.name === 'lm_head.weight' ? 'tie_word_embeddings false' : `n_layer ${config.nLayer}`;
       const some = [...weights.tensors.keys()].slice(0, 5).join(', ');
-      throw new ModelLoadError(`${weights.source}: missing tensor '${spec.name}' (or 'transformer.${spec.name}') required by config (n_layer ${config.nLayer}); the file has ${weights.tensors.size} tensors, e.g. ${some}`);
+      fail(weights.source, `missing tensor '${spec.name}' (or 'transformer.${spec.name}') required by ${configPath} (${why}); the weights have ${weights.tensors.size} tensors, e.g. ${some}`);
     }
-    const info = weights.tensors.get(stored)!;
+    const info = weights.tensors.get(name!)!;
     const same = info.shape.length === spec.shape.length && info.shape.every((d, i) => d === spec.shape[i]);
-    if (!same) throw new ModelLoadError(`${weights.source}: tensor '${stored}' has shape [${info.shape.join(', ')}], expected [${spec.shape.join(', ')}] from config.json`);
-    out.set(spec.name, weights.getFloat32(stored));
-    checkFiniteTensor(weights.source, stored, out.get(spec.name)!);
+    if (!same) fail(weights.fileOf(name!), `tensor '${name}' has shape [${info.shape.join(', ')}], expected [${spec.shape.join(', ')}] from ${configPath}`);
+    if (!isFloatDtype(info.dtype)) fail(weights.fileOf(name!), `tensor '${name}' has dtype ${info.dtype}; weights must be F32, F16, BF16 or F64`);
+  }
+  const expected = new Set(specs.map((s) => s.name));
+  for (const [canonical, name] of stored) {
+    if (expected.has(canonical) || MASK_BUFFER.test(canonical)) continue;
+    if (canonical === 'lm_head.weight') {
+      fail(weights.fileOf(name), `has '${name}' but ${configPath} ties the LM head to wte.weight (tie_word_embeddings true), so it would be ignored; set tie_word_embeddings to false to use it`);
+    }
+    fail(weights.fileOf(name), `tensor '${name}' is not a parameter of the GPT-2 that ${configPath} describes (n_layer ${config.nLayer}); semfreeze will not ignore weights silently`);
+  }
+  return stored;
+}
+
+/**
+ * Host float32 copies of every parameter, read tensor by tensor straight into their arrays (the file
+ * is never held whole beside them); the weights' files are closed afterwards.
+ */
+export async function hostParams(files: Pick<ModelFiles, 'config' | 'weights'>): Promise<Map<string, Float32Array>> {
+  const { config, weights } = files;
+  const stored = checkWeights(config, weights);
+  const out = new Map<string, Float32Array>();
+  try {
+    for (const spec of paramSpecs(config)) {
+      const name = stored.get(spec.name)!;
+      const values = await weights.readFloat32(name);
+      checkFiniteTensor(weights.fileOf(name), name, values);
+      out.set(spec.name, values);
+    }
+  } finally {
+    await weights.close();
   }
   return out;
 }

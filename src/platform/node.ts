@@ -1,11 +1,12 @@
 // Node platform: Dawn through the `webgpu` package, files through fs.
 import { create, globals } from 'webgpu';
 import { closeSync, existsSync, fstatSync, mkdirSync, openSync, readFileSync, unlinkSync, writeSync } from 'node:fs';
-import { readFile, writeFile, rename, mkdir, unlink } from 'node:fs/promises';
+import { open, readFile, writeFile, rename, mkdir, unlink } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import type { Platform } from './types.ts';
+import { decodeText } from '../util/utf8.ts';
+import type { Platform, RandomAccessFile } from './types.ts';
 
 /** Repository / package root (kernels/ lives here). */
 export const packageRoot = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
@@ -114,13 +115,53 @@ export async function readBytes(path: string): Promise<Uint8Array> {
     const buf = await readFile(path);
     return new Uint8Array(buf.buffer, buf.byteOffset, buf.byteLength);
   } catch (e) {
-    const code = (e as NodeJS.ErrnoException).code;
-    throw new FileError(path, code === 'ENOENT' ? 'no such file' : code === 'EISDIR' ? 'is a directory, expected a file' : `cannot read (${(e as Error).message})`);
+    throw readError(path, e);
   }
 }
 
+function readError(path: string, e: unknown): FileError {
+  const code = (e as NodeJS.ErrnoException).code;
+  return new FileError(path, code === 'ENOENT' ? 'no such file' : code === 'EISDIR' ? 'is a directory, expected a file' : `cannot read (${(e as Error).message})`);
+}
+
+// One read() moves at most 2 GiB − 1 bytes in Node; larger ranges take several.
+const MAX_READ = 1 << 30;
+
+/** A file read by ranges, never whole: readFile fails on files over 2 GiB. */
+export async function openFile(path: string): Promise<RandomAccessFile> {
+  let handle;
+  let size: number;
+  try {
+    handle = await open(path, 'r');
+    const stat = await handle.stat();
+    if (stat.isDirectory()) throw Object.assign(new Error('directory'), { code: 'EISDIR' });
+    size = stat.size;
+  } catch (e) {
+    await handle?.close();
+    throw readError(path, e);
+  }
+  const fh = handle;
+  return {
+    size,
+    async read(position, into) {
+      for (let done = 0; done < into.length;) {
+        let n: number;
+        try {
+          ({ bytesRead: n } = await fh.read(into, done, Math.min(into.length - done, MAX_READ), position + done));
+        } catch (e) {
+          throw readError(path, e);
+        }
+        if (n === 0) throw new FileError(path, `ends at byte ${position + done}, before the ${into.length} bytes asked for at ${position} (was it truncated while reading?)`);
+        done += n;
+      }
+    },
+    close: () => fh.close(),
+  };
+}
+
+/** A user's text file, decoded as every text input is (src/util/utf8.ts: invalid UTF-8 → U+FFFD). */
 export async function readText(path: string): Promise<string> {
-  return new TextDecoder('utf-8', { fatal: false }).decode(await readBytes(path));
+  return decodeText(await readBytes(path));
 }
 
 /**
@@ -149,6 +190,7 @@ export const nodePlatform: Platform = {
     return readFileSync(path, 'utf8');
   },
   readBytes,
+  openFile,
   adapterHelp() {
     return 'No WebGPU adapter. Run `npm run setup` (as root on Debian/Ubuntu it installs the software Vulkan driver, Mesa lavapipe); it prints the exact command otherwise.';
   },

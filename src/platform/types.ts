@@ -10,6 +10,16 @@ export interface Platform {
   kernelSource(name: string): Promise<string>;
   /** Bytes of a user file (a path in Node, a URL in the browser). */
   readBytes(path: string): Promise<Uint8Array>;
+  /** Ranged reads of a user file too large to hold in one buffer (model weights can exceed 2 GiB). */
+  openFile(path: string): Promise<RandomAccessFile>;
   /** How to fix a missing adapter on this platform, shown in the error. */
   adapterHelp(): string;
+}
+
+export interface RandomAccessFile {
+  /** Size in bytes. */
+  readonly size: number;
+  /** Fill `into` with the file's bytes from `position` on; fewer bytes than asked is an error. */
+  read(position: number, into: Uint8Array): Promise<void>;
+  close(): Promise<void>;
 }

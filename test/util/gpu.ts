@@ -3,12 +3,28 @@ import { expect } from 'vitest';
 import { Runtime } from '../../src/gpu/runtime.ts';
 import { mulberry32, relError as refRelError } from '../reference/ops.ts';
 import { nodePlatform } from '../../src/platform/node.ts';
+import { Gpt2Forward } from '../../src/model/forward.ts';
+import { GpuWeights, hostParams, readModelDir } from '../../src/model/weights.ts';
+import type { Fixture } from './fixtures.ts';
 
 let rt: Promise<Runtime> | null = null;
 
 export function runtime(): Promise<Runtime> {
   rt ??= Runtime.open(nodePlatform);
   return rt;
+}
+
+/** Logits of the model in DIR (loaded as the CLI loads it) on fixture f's input ids. */
+export async function modelDirLogits(dir: string, f: Fixture): Promise<Float32Array> {
+  const rt = await runtime();
+  const files = await readModelDir(nodePlatform, dir);
+  const weights = GpuWeights.upload(rt, files.config, await hostParams(files));
+  const fwd = await Gpt2Forward.build(rt, weights, { B: f.B, T: f.T, saveFrom: files.config.nLayer, trace: { kind: 'none' }, loss: false, keepLogits: true });
+  fwd.setBatch(f.inputIds);
+  await fwd.run();
+  const out = await rt.memory.readFloat32(fwd.logits, 0, f.B * f.T * files.config.vocabSize);
+  weights.destroy(rt);
+  return out;
 }
 
 /** Seeded RNG (mulberry32); tests log the seed so a failure can be replayed. */
