@@ -25,6 +25,8 @@ const NOISE = /^Warning: maxDynamic(Uniform|Storage)BuffersPerPipelineLayout art
 export interface RunOptions {
   timeoutMs?: number;
   env?: Record<string, string>;
+  /** Working directory of the child (default: the repository). */
+  cwd?: string;
   /** Called once the child is started (for tests that signal it). */
   onSpawn?: (child: ChildProcess) => void;
 }
@@ -42,7 +44,7 @@ export function runCli(args: string[], opts: RunOptions = {}): Promise<CliResult
   const t0 = performance.now();
   return new Promise((resolvePromise, reject) => {
     const child = spawn(process.execPath, ['--import', 'tsx', BIN, ...args], {
-      cwd: REPO,
+      cwd: opts.cwd ?? REPO,
       env: { ...process.env, XDG_RUNTIME_DIR: childXdg(), SEMFREEZE_DEBUG: '', ...opts.env },
       stdio: ['ignore', 'pipe', 'pipe'],
     });
