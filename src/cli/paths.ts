@@ -38,15 +38,30 @@ export interface InputPath {
 export function assertNotInput(flag: string, out: string, inputs: InputPath[], outKind: 'file' | 'dir', writes: readonly string[] = []): void {
   const o = realPath(out);
   for (const input of inputs) {
+    if (o === realPath(input.path)) throw new UserError(`${flag} ${out}: is the ${input.dir ? 'directory' : 'file'} of ${input.flag} ${input.path}; writing there would destroy it, choose another ${outKind === 'dir' ? 'directory' : 'file'}`);
+  }
+  for (const input of inputs) {
     const i = realPath(input.path);
     const what = `${input.flag} ${input.path}`;
-    if (o === i) throw new UserError(`${flag} ${out}: is the ${input.dir ? 'directory' : 'file'} of ${what}; writing there would destroy it, choose another ${outKind === 'dir' ? 'directory' : 'file'}`);
     if (input.dir && isInside(o, i) && (outKind === 'dir' || existsSync(o))) {
       throw new UserError(`${flag} ${out}: is inside the model directory (${what})${outKind === 'file' ? ' and would replace one of its files' : ''}; choose a path outside it`);
     }
     if (!input.dir && outKind === 'dir' && dirname(i) === o && writes.includes(basename(i))) {
       throw new UserError(`${flag} ${out}: saving there would replace ${what}; choose another directory`);
     }
+  }
+}
+
+/** mkdir -p, but with the real error: Node's recursive mkdir reports ENOENT where the disk is read-only. */
+async function makeDir(dir: string): Promise<void> {
+  try {
+    await mkdir(dir);
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    if (code === 'EEXIST' && statSync(dir).isDirectory()) return;
+    if (code !== 'ENOENT' || dirname(dir) === dir) throw e;
+    await makeDir(dirname(dir));
+    await mkdir(dir);
   }
 }
 
@@ -81,7 +96,7 @@ export async function assertWritableDir(flag: string, dir: string): Promise<{ cr
   const existed = existsSync(dir);
   if (existed && !statSync(dir).isDirectory()) throw new UserError(`${flag} ${dir}: exists and is not a directory`);
   try {
-    if (!existed) await fileOp(`mkdir ${dir}`, () => mkdir(dir, { recursive: true }));
+    if (!existed) await fileOp(`mkdir ${dir}`, () => makeDir(dir));
   } catch (e) {
     throw new UserError(`${flag} ${dir}: cannot create the directory: ${fsReason(e)}`);
   }
