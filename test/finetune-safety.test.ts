@@ -117,17 +117,16 @@ describe('SIGKILL in the middle of a save (item 8)', () => {
   // Killed before: a file write into the staging directory; the first move out of the commit
   // directory; the fourth move (three files of the new checkpoint in place, three of the old).
   const CRASH_AT = [secondSaveOp(4), secondSaveOp(10), secondSaveOp(13)];
+  const args = ['--model', TINY, '--data', TEXT, ...SMALL, '--save-every', '1', '--steps', '3'];
+  const straight = join(tmp, 'straight', 'ckpt');
+  let straightRun: Promise<CliResult> | null = null;
   it.each(CRASH_AT)('killed before file operation %i: the next --resume finds a complete checkpoint and ends as a straight run does', async (at) => {
     const out = join(tmp, `killed-${at}`, 'ckpt');
-    const straight = join(tmp, `straight-${at}`, 'ckpt');
-    const args = ['--model', TINY, '--data', TEXT, ...SMALL, '--save-every', '1'];
-    const [killed, reference] = await Promise.all([
-      finetune([...args, '--steps', '3', '--out', out], { env: { SEMFREEZE_TEST_FAULT: `crash@${at}` } }),
-      finetune([...args, '--steps', '3', '--out', straight]),
-    ]);
+    straightRun ??= finetune([...args, '--out', straight]);
+    const killed = await finetune([...args, '--out', out], { env: { SEMFREEZE_TEST_FAULT: `crash@${at}` } });
     expect(killed.signal, describeRun(killed)).toBe('SIGKILL');
-    ok(reference);
-    const resumed = ok(await finetune([...args, '--steps', '3', '--resume', out, '--out', out]));
+    ok(await straightRun);
+    const resumed = ok(await finetune([...args, '--resume', out, '--out', out]));
     expect(resumed.stderr).toMatch(at <= secondSaveOp(9) ? /removed a partly written checkpoint/ : /completed the checkpoint save that an interrupted run had left \(now at step 2\)/);
     expect(resumed.stderr).toContain(`resuming ${out} at step ${at <= secondSaveOp(9) ? 1 : 2}`);
     expect(stepOf(out)).toBe(3);
@@ -145,12 +144,15 @@ describe('one run per --out (item 9)', () => {
       onSpawn: (child) => { first = child; },
     });
     const lock = join(out, '.semfreeze-lock');
-    while (!existsSync(lock)) await new Promise((r) => setTimeout(r, 50));
-    second = await finetune(['--model', TINY, '--data', TEXT, ...SMALL, '--steps', '1', '--out', out]);
+    // The lock is taken before the model loads: seconds at most.
+    for (const t0 = Date.now(); !existsSync(lock) && Date.now() - t0 < 60_000;) await new Promise((r) => setTimeout(r, 50));
+    const locked = existsSync(lock);
+    if (locked) second = await finetune(['--model', TINY, '--data', TEXT, ...SMALL, '--steps', '1', '--out', out]);
     first!.kill('SIGKILL');
     const killed = await firstRun;
+    expect(locked, `no ${lock} within a minute\n${describeRun(killed)}`).toBe(true);
     expect(killed.signal).toBe('SIGKILL');
-    expect(userErrorLine(second)).toMatch(new RegExp(`--out \\S+ckpt: in use by another semfreeze run \\(pid ${first!.pid}, started .*finetune`));
+    expect(userErrorLine(second!)).toMatch(new RegExp(`--out \\S+ckpt: in use by another semfreeze run \\(pid ${first!.pid}, started .*finetune`));
     expect(existsSync(lock), 'the killed run left its lock').toBe(true);
     const third = ok(await finetune(['--model', TINY, '--data', TEXT, ...SMALL, '--steps', '1', '--out', out]));
     expect(third.stderr).toMatch(new RegExp(`taking over the lock of a run that is gone \\(pid ${first!.pid}`));

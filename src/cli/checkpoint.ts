@@ -135,7 +135,9 @@ export async function recoverCheckpoint(dir: string): Promise<string[]> {
   }
   if (!existsSync(join(dir, MARKER))) {
     const parent = dirname(dir);
-    const legacy = existsSync(parent) ? readdirSync(parent).filter((e) => e.startsWith(`.${basename(dir)}.tmp-`)).sort().reverse() : [];
+    const legacy = existsSync(parent) ? readdirSync(parent).filter((e) => e.startsWith(`.${basename(dir)}.tmp-`)) : [];
+    // Newest first, and the new copy (.tmp-PID-TIME) before the old one set aside (.tmp-PID-TIME.old).
+    legacy.sort((a, b) => Number(a.endsWith('.old')) - Number(b.endsWith('.old')) || b.localeCompare(a));
     const complete = legacy.find((e) => CHECKPOINT_FILES.every((f) => f === 'tokenizer.json' || existsSync(join(parent, e, f))));
     if (complete && (!existsSync(dir) || readdirSync(dir).every(isOwnEntry))) {
       const from = join(parent, complete);

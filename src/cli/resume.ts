@@ -3,6 +3,7 @@
 import { createHash } from 'node:crypto';
 import { createReadStream, existsSync, readFileSync, statSync } from 'node:fs';
 import { join, resolve } from 'node:path';
+import { UserError } from './common.ts';
 
 export interface FileFingerprint {
   /** Absolute path when it was recorded (informative: a moved file with the same bytes matches). */
@@ -30,6 +31,7 @@ async function hashFiles(paths: string[]): Promise<{ bytes: number; sha256: stri
 
 /** The files that make a model directory's weights: config.json and the (possibly sharded) safetensors. */
 function modelFiles(dir: string): string[] {
+  if (!existsSync(join(dir, 'config.json'))) throw new UserError(`--model ${dir}: no config.json there`);
   const index = join(dir, 'model.safetensors.index.json');
   if (!existsSync(index)) return [join(dir, 'config.json'), join(dir, 'model.safetensors')].filter(existsSync);
   let shards: string[] = [];
