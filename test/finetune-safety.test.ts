@@ -118,11 +118,11 @@ describe('SIGKILL in the middle of a save (item 8)', () => {
   // directory; the fourth move (three files of the new checkpoint in place, three of the old).
   const CRASH_AT = [secondSaveOp(4), secondSaveOp(10), secondSaveOp(13)];
   const args = ['--model', TINY, '--data', TEXT, ...SMALL, '--save-every', '1', '--steps', '3'];
-  const straight = join(tmp, 'straight', 'ckpt');
+  const straight = () => join(tmp, 'straight', 'ckpt');
   let straightRun: Promise<CliResult> | null = null;
   it.each(CRASH_AT)('killed before file operation %i: the next --resume finds a complete checkpoint and ends as a straight run does', async (at) => {
     const out = join(tmp, `killed-${at}`, 'ckpt');
-    straightRun ??= finetune([...args, '--out', straight]);
+    straightRun ??= finetune([...args, '--out', straight()]);
     const killed = await finetune([...args, '--out', out], { env: { SEMFREEZE_TEST_FAULT: `crash@${at}` } });
     expect(killed.signal, describeRun(killed)).toBe('SIGKILL');
     ok(await straightRun);
@@ -131,7 +131,7 @@ describe('SIGKILL in the middle of a save (item 8)', () => {
     expect(resumed.stderr).toContain(`resuming ${out} at step ${at <= secondSaveOp(9) ? 1 : 2}`);
     expect(stepOf(out)).toBe(3);
     expect(leftovers(out)).toEqual([]);
-    for (const f of ['model.safetensors', 'optimizer.safetensors']) expect(readFileSync(join(out, f)).equals(readFileSync(join(straight, f))), f).toBe(true);
+    for (const f of ['model.safetensors', 'optimizer.safetensors']) expect(readFileSync(join(out, f)).equals(readFileSync(join(straight(), f))), f).toBe(true);
   });
 });
 
