@@ -180,28 +180,31 @@ describe('--resume of the same run only (items 6 and 10)', () => {
     writeFileSync(join(ckpt, 'notes.txt'), 'mine');
   });
 
+  it('resumes from another working directory (the run was started with relative paths)', async () => {
+    const elsewhere = join(tmp, 'elsewhere');
+    mkdirSync(elsewhere);
+    ok(await finetune(['--model', TINY, ...SMALL, '--data', data, '--steps', '3', '--resume', ckpt, '--out', ckpt], { cwd: elsewhere }));
+    expect(stepOf(ckpt)).toBe(3);
+  });
+
   it('refused, checked before the model loads: no flag onto the checkpoint, another model, changed data, another --freeze, --steps below the saved step', async () => {
-    const resume = (args: string[], steps = '3') => finetune(['--data', data, '--batch', '2', '--seq', '16', '--steps', steps, '--resume', ckpt, '--out', ckpt, ...args]);
+    const resume = (args: string[], steps = '4') => finetune(['--data', data, '--batch', '2', '--seq', '16', '--steps', steps, '--resume', ckpt, '--out', ckpt, ...args]);
     // One after another: at the same time, all but one would be refused for the lock on --out.
-    const plain = await finetune(['--model', TINY, '--data', data, ...SMALL, '--steps', '3', '--out', ckpt]);
+    const plain = await finetune(['--model', TINY, '--data', data, ...SMALL, '--steps', '4', '--out', ckpt]);
     const model = await resume(['--model', join(FIXTURES, 'gpt2-odd'), '--freeze', '1']);
     const changedData = await resume(['--model', TINY, '--freeze', '1', '--data', changed]);
     const freeze = await resume(['--model', TINY, '--freeze', '0']);
-    const steps = await resume(['--model', TINY, '--freeze', '1'], '1');
-    expect(userErrorLine(plain)).toMatch(/--out \S+ckpt: holds a semfreeze checkpoint \(step 2\); give --resume \S+ to continue it, or --overwrite to replace it$/);
+    const steps = await resume(['--model', TINY, '--freeze', '1'], '2');
+    expect(userErrorLine(plain)).toMatch(/--out \S+ckpt: holds a semfreeze checkpoint \(step 3\); give --resume \S+ to continue it, or --overwrite to replace it$/);
     expect(userErrorLine(model)).toMatch(/--resume \S+: not the same run: --model \S+gpt2-odd is not the model the run started from \(\S+gpt2-tiny: /);
     expect(userErrorLine(changedData)).toMatch(/not the same run: --data \S+changed\.txt is not the run's data \(\S+start-dir\/train\.txt; 46509 bytes then, 46531 bytes now\)/);
     expect(userErrorLine(freeze)).toMatch(/not the same run: --freeze 0, but the run used --freeze 1/);
-    expect(userErrorLine(steps)).toMatch(/--steps 1: the checkpoint in \S+ is already at step 2; give --steps 2 or more/);
-    expect(stepOf(ckpt)).toBe(2);
+    expect(userErrorLine(steps)).toMatch(/--steps 2: the checkpoint in \S+ is already at step 3; give --steps 3 or more/);
+    expect(stepOf(ckpt)).toBe(3);
   });
 
-  it('accepted: from another working directory; changed data with --force-resume; --overwrite; other files kept', async () => {
-    const elsewhere = join(tmp, 'elsewhere');
-    mkdirSync(elsewhere);
+  it('accepted: changed data with --force-resume; --overwrite; other files kept', async () => {
     const args = ['--model', TINY, ...SMALL, '--resume', ckpt, '--out', ckpt];
-    ok(await finetune([...args, '--data', data, '--steps', '3'], { cwd: elsewhere }));
-    expect(stepOf(ckpt)).toBe(3);
     const forced = ok(await finetune([...args, '--data', changed, '--steps', '4', '--force-resume']));
     expect(forced.stderr).toMatch(/--force-resume: continuing although --data \S+changed\.txt is not the run's data/);
     expect(stepOf(ckpt)).toBe(4);
