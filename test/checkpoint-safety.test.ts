@@ -27,7 +27,7 @@ function contents(step: number, tokenizer = true): CheckpointContents {
     params,
     tokenizerJson: tokenizer ? TOKENIZER : null,
     optimizer: [{ name: 'm', dtype: 'F32', shape: [3], data: new Float32Array([step, step, step]) }],
-    state: { step },
+    state: { step, freeze: 1, loader: { epoch: 0, cursor: step } },
     log: [{ step }],
   };
 }
