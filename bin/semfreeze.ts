@@ -120,6 +120,8 @@ program
   .option('--save-every <n>', 'also checkpoint every n steps (0 = only at the end)', int('--save-every'), 0)
   .requiredOption('--out <dir>', 'checkpoint directory (Hugging Face format + optimizer state + train-log.json)')
   .option('--resume <dir>', 'continue a run from its checkpoint directory')
+  .option('--overwrite', 'replace the semfreeze checkpoint already in --out (other files there are kept)')
+  .option('--force-resume', 'resume although the model, the data or --freeze differ from the saved run')
   .option('--json', 'print the train log as JSON at the end')
   .action(async (o) => {
     if (o.optimizer !== 'adamw' && o.optimizer !== 'sgd') throw new UserError(`--optimizer must be adamw or sgd, got '${o.optimizer}'`);

@@ -279,7 +279,7 @@ describe('a NaN/inf loss', () => {
     const first = await finetune(['--model', TINY, '--data', join(TINY, 'train.txt'), '--freeze', '1', '--steps', '1', '--batch', '2', '--seq', '16', '--out', out]);
     expect(first.code, describeRun(first)).toBe(0);
     const before = readFileSync(join(out, 'model.safetensors'));
-    return { out, before, r: await finetune([...ABSURD, '--out', out]) };
+    return { out, before, r: await finetune([...ABSURD, '--out', out, '--overwrite']) };
   })());
 
   let everyStep: Promise<{ out: string; r: CliResult }> | null = null;

@@ -15,6 +15,7 @@ import { readText, writeFileAtomic } from '../platform/node.ts';
 import { ProgressLine, UserError, formatEta, printJson, progress } from './common.ts';
 import { loadModel, loadTokens } from './model.ts';
 import { fitForwardBatch } from './shapes.ts';
+import { assertNotInput, assertWritableFile } from './paths.ts';
 
 export interface AnalyzeOptions {
   model: string;
@@ -70,6 +71,10 @@ export async function analyzeCommand(o: AnalyzeOptions): Promise<AnalyzeResult> 
   if (!classification && o.labels !== undefined) throw new UserError(`--labels applies to classification data (.jsonl {"text", "label"} lines); ${o.data} is language-model data`);
   if (!classification && metric === 'contrastive') throw new UserError(`--deviation contrastive needs label tokens: classification data (.jsonl) with --labels; for language-model data use cosine or lens`);
   const quiet = o.json === true;
+  if (o.plot !== undefined) {
+    assertNotInput('--plot', o.plot, [{ flag: '--model', path: o.model, dir: true }, { flag: '--data', path: o.data }], 'file');
+    await assertWritableFile('--plot', o.plot);
+  }
 
   const { rt, files, weights } = await loadModel(o.model, { quiet });
   try {

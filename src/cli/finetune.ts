@@ -1,4 +1,6 @@
 // `semfreeze finetune`: fine-tune the blocks above the freeze boundary, save a Hugging Face checkpoint.
+import { existsSync } from 'node:fs';
+import { resolve } from 'node:path';
 import { windows } from '../data/tokens.ts';
 import { Gpt2Forward } from '../model/forward.ts';
 import { GpuWeights, hostParams, readModelDir } from '../model/weights.ts';
@@ -7,10 +9,13 @@ import { TrainingGraph } from '../train/graph.ts';
 import { makeSchedule, describeSchedule, type ScheduleKind } from '../train/schedule.ts';
 import { BatchLoader, Trainer, type LoaderState } from '../train/trainer.ts';
 import type { OptimizerKind } from '../train/optimizer.ts';
-import { checkOutputDir, readResumeState, writeCheckpoint } from './checkpoint.ts';
+import { CHECKPOINT_FILES, CheckpointWriteError, checkpointStep, claimOutputDir, readResumeState, recoverCheckpoint, writeCheckpoint, type ResumeState } from './checkpoint.ts';
 import { ProgressLine, UserError, formatEta, openRuntime, printJson, progress } from './common.ts';
+import { acquireLock } from './lock.ts';
 import { loadTokens } from './model.ts';
 import { fitTraining } from './shapes.ts';
+import { assertNotInput, fsReason, realPath } from './paths.ts';
+import { fingerprintFile, fingerprintModel, runDifferences, type RunFingerprint } from './resume.ts';
 
 export interface FinetuneOptions {
   model: string;
@@ -35,6 +40,10 @@ export interface FinetuneOptions {
   saveEvery: number;
   out: string;
   resume?: string;
+  /** Replace the semfreeze checkpoint already in --out (without it that is refused). */
+  overwrite?: boolean;
+  /** Resume although the model, data or --freeze differ from the saved run's. */
+  forceResume?: boolean;
   json?: boolean;
   /** Resolves --freeze auto (the SALF analysis); absent = not available. */
   autoFreeze?: (ctx: { model: string; data: string; seq: number; batch: number }) => Promise<number>;
@@ -65,7 +74,7 @@ export function parseFreeze(text: string, nLayer: number): number | null | 'auto
  */
 function resumedOptions(o: FinetuneOptions, saved: Partial<FinetuneOptions> | undefined): FinetuneOptions {
   if (!saved) return o;
-  const fixed = ['data', 'batch', 'seq', 'accum', 'optimizer', 'weightDecay', 'clip', 'lr', 'warmup', 'schedule', 'seed', 'shuffle'] as const;
+  const fixed = ['batch', 'seq', 'accum', 'optimizer', 'weightDecay', 'clip', 'lr', 'warmup', 'schedule', 'seed', 'shuffle'] as const;
   const out = { ...o };
   for (const k of fixed) {
     if (saved[k] === undefined) continue;
@@ -75,13 +84,56 @@ function resumedOptions(o: FinetuneOptions, saved: Partial<FinetuneOptions> | un
   return out;
 }
 
+/** The checkpoint to resume, recovered first if a crash interrupted its last save. */
+async function readResume(dir: string, locked: boolean): Promise<ResumeState> {
+  if (!existsSync(dir)) throw new UserError(`--resume ${dir}: no such directory`);
+  if (locked) return readResumeState(dir);
+  const lock = acquireLock('--resume', dir);
+  try {
+    for (const note of await recoverCheckpoint(dir)) progress(note);
+    return await readResumeState(dir);
+  } finally {
+    lock.release();
+  }
+}
+
 export async function finetuneCommand(o: FinetuneOptions): Promise<{ log: TrainLogEntry[]; freeze: number | null }> {
-  const modelDir = o.resume ?? o.model;
-  const files = await readModelDir(nodePlatform, modelDir);
+  // The files first, before the model loads: --out is none of the inputs, can be written, is ours alone.
+  const resumingOut = o.resume !== undefined && realPath(o.resume) === realPath(o.out);
+  assertNotInput('--out', o.out, [
+    { flag: '--model', path: o.model, dir: true },
+    { flag: '--data', path: o.data },
+    ...(o.eval ? [{ flag: '--eval', path: o.eval }] : []),
+    ...(o.resume && !resumingOut ? [{ flag: '--resume', path: o.resume, dir: true }] : []),
+  ], 'dir', CHECKPOINT_FILES);
+  const output = await claimOutputDir(o.out, { resumingIt: resumingOut, overwrite: o.overwrite === true });
+  try {
+    return await finetune(o, resumingOut);
+  } finally {
+    await output.release();
+  }
+}
+
+async function finetune(o: FinetuneOptions, resumingOut: boolean): Promise<{ log: TrainLogEntry[]; freeze: number | null }> {
+  const resume = o.resume ? await readResume(o.resume, resumingOut) : null;
+  const savedStep = resume ? (resume.state.step as number) : null;
+  if (savedStep !== null && o.steps < savedStep) throw new UserError(`--steps ${o.steps}: the checkpoint in ${o.resume} is already at step ${savedStep}; give --steps ${savedStep} or more`);
+  const files = await readModelDir(nodePlatform, o.resume ?? o.model);
   const cfg = files.config;
   if (o.seq > cfg.nPositions) throw new UserError(`--seq ${o.seq} exceeds the model's context n_positions = ${cfg.nPositions}`);
-  const resume = o.resume ? await readResumeState(o.resume) : null;
   if (resume) o = resumedOptions(o, resume.state.args as Partial<FinetuneOptions> | undefined);
+  const ids = await loadTokens(o.data, files);
+  const fingerprint: RunFingerprint = { model: await fingerprintModel(o.model), data: await fingerprintFile(o.data), freeze: o.freeze };
+  if (resume) {
+    const saved = resume.state.fingerprint as RunFingerprint | undefined;
+    if (!saved) progress(`--resume ${o.resume}: saved by an earlier semfreeze without a record of its model and data; they are not checked`);
+    else {
+      const differences = runDifferences(saved, fingerprint, resume.state.freeze as number | null);
+      if (differences.length > 0 && !o.forceResume) throw new UserError(`--resume ${o.resume}: not the same run: ${differences.join('; ')}. Give the run's own model, data and --freeze, or --force-resume to continue anyway`);
+      for (const d of differences) progress(`--force-resume: continuing although ${d}${d.startsWith('--freeze') ? '; keeping the saved boundary' : ''}`);
+      fingerprint.freeze = saved.freeze;
+    }
+  }
   let freezeArg = resume ? String((resume.state.freeze as number | null) ?? 'none') : o.freeze;
   let freeze = parseFreeze(freezeArg, cfg.nLayer);
   if (freeze === 'auto') {
@@ -90,8 +142,6 @@ export async function finetuneCommand(o: FinetuneOptions): Promise<{ log: TrainL
     freezeArg = String(freeze);
     progress(`--freeze auto: the analysis chose K = ${freeze} (blocks 0..${freeze - 1} and the embeddings frozen)`);
   }
-  checkOutputDir(o.out, [o.model, o.resume]);
-  const ids = await loadTokens(o.data, files);
   const win = windows(ids, o.seq, o.data);
   const evalWin = o.eval ? windows(await loadTokens(o.eval, files), o.seq, o.eval) : null;
 
@@ -146,16 +196,26 @@ export async function finetuneCommand(o: FinetuneOptions): Promise<{ log: TrainL
       const bad = x.findIndex((v) => !Number.isFinite(v));
       if (bad >= 0) throw new UserError(`weight ${name}[${bad}] became ${x[bad]} after step ${trainer.step}: stopping without saving; the last good checkpoint (if any) in ${o.out} is kept. Try a lower --lr or --clip 1.`);
     }
-    await writeCheckpoint(o.out, {
-      config: cfg,
-      configJson: files.configJson,
-      params,
-      tokenizerJson: files.tokenizerJson,
-      optimizer: await graph.optimizer.stateTensors(),
-      state: { step: trainer.step, freeze, loader: loader.state, args: { ...o, autoFreeze: undefined, freeze: freezeArg } },
-      log,
-    });
+    try {
+      await writeCheckpoint(o.out, {
+        config: cfg,
+        configJson: files.configJson,
+        params,
+        tokenizerJson: files.tokenizerJson,
+        optimizer: await graph.optimizer.stateTensors(),
+        state: { step: trainer.step, freeze, loader: loader.state, args: { ...o, ...absolutePaths, autoFreeze: undefined, overwrite: undefined, forceResume: undefined, freeze: freezeArg }, fingerprint },
+        log,
+      });
+      lastSaved = trainer.step;
+    } catch (e) {
+      if (!(e instanceof CheckpointWriteError)) throw e;
+      const free = e.availableBytes();
+      throw new UserError(`--out ${o.out}: cannot save the checkpoint of step ${trainer.step}: ${fsReason(e.cause)}; ${lastSaved !== null ? `the checkpoint of step ${lastSaved} there is kept` : 'there is no earlier checkpoint'}. A save needs ${fmt(e.neededBytes)} free there${free !== null ? ` (${fmt(free)} available now)` : ''}`);
+    }
   };
+  // Saved with absolute paths, so that a resume from another working directory finds them.
+  const absolutePaths = { model: resolve(o.model), data: resolve(o.data), out: resolve(o.out), eval: o.eval && resolve(o.eval), resume: o.resume && resolve(o.resume) };
+  let lastSaved = checkpointStep(o.out);
 
   const bar = new ProgressLine(0);
   const tokensPerStep = o.batch * o.seq * o.accum;

@@ -5,8 +5,11 @@ import { writeFileAtomic } from '../platform/node.ts';
 import { loadModel, promptIds } from './model.ts';
 import { progress } from './common.ts';
 import { fitForwardBatch } from './shapes.ts';
+import { assertNotInput, assertWritableFile } from './paths.ts';
 
 export async function traceCommand(o: { model: string; tokens?: string; text?: string; out: string }): Promise<void> {
+  assertNotInput('--out', o.out, [{ flag: '--model', path: o.model, dir: true }], 'file');
+  await assertWritableFile('--out', o.out);
   const { rt, files, weights } = await loadModel(o.model);
   const ids = promptIds(o, files);
   const cfg = files.config;

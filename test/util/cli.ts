@@ -4,10 +4,13 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { cpSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { fileURLToPath, pathToFileURL } from 'node:url';
+import { createRequire } from 'node:module';
 
 export const REPO = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
 const BIN = join(REPO, 'bin', 'semfreeze.ts');
+/** tsx's loader by absolute URL, so that a child started in another working directory finds it. */
+const TSX = pathToFileURL(createRequire(import.meta.url).resolve('tsx')).href;
 
 export interface CliResult {
   code: number | null;
@@ -25,6 +28,8 @@ const NOISE = /^Warning: maxDynamic(Uniform|Storage)BuffersPerPipelineLayout art
 export interface RunOptions {
   timeoutMs?: number;
   env?: Record<string, string>;
+  /** Working directory of the child (default: the repository). */
+  cwd?: string;
   /** Called once the child is started (for tests that signal it). */
   onSpawn?: (child: ChildProcess) => void;
 }
@@ -41,8 +46,8 @@ function childXdg(): string {
 export function runCli(args: string[], opts: RunOptions = {}): Promise<CliResult> {
   const t0 = performance.now();
   return new Promise((resolvePromise, reject) => {
-    const child = spawn(process.execPath, ['--import', 'tsx', BIN, ...args], {
-      cwd: REPO,
+    const child = spawn(process.execPath, ['--import', TSX, BIN, ...args], {
+      cwd: opts.cwd ?? REPO,
       env: { ...process.env, XDG_RUNTIME_DIR: childXdg(), SEMFREEZE_DEBUG: '', ...opts.env },
       stdio: ['ignore', 'pipe', 'pipe'],
     });
