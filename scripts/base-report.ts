@@ -53,9 +53,13 @@ for (const [name, file] of [['prose', join(data, 'prose', 'heldout-sotu.txt')], 
   analyses[name] = { data: file, deviations: r.latentSpaces.map((l) => l.deviation), gains: r.blocks.map((b) => b.gain), freeze: r.boundary.freeze, strategy: r.strategy.name };
 }
 
-const samples: Record<string, string> = {};
+const samples: { prompt: string; greedy: string; sampled: string }[] = [];
 for (const prompt of ['The Congress of the United States', 'In the morning, she', 'We will build']) {
-  samples[prompt] = cli(['generate', '--model', model, '--prompt', prompt, '--max-tokens', '40']).trim();
+  samples.push({
+    prompt,
+    greedy: cli(['generate', '--model', model, '--prompt', prompt, '--max-tokens', '40']).trim(),
+    sampled: cli(['generate', '--model', model, '--prompt', prompt, '--max-tokens', '40', '--temperature', '0.8', '--seed', '1']).trim(),
+  });
 }
 
 const trainLog = existsSync(join(run, 'train-log.json')) ? (JSON.parse(readFileSync(join(run, 'train-log.json'), 'utf8')) as { step: number; loss?: number; evalLoss?: number; tokens: number; seconds: number }[]) : [];

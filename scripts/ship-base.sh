@@ -2,7 +2,7 @@
 # Copy the pretraining run's latest checkpoint into models/semfreeze-base (the Hugging Face files
 # and the train log; not the optimizer state), then refresh what depends on it: the transformers
 # reference fixture (needs .venv with torch, transformers, tokenizers, safetensors) and the report card.
-#   scripts/ship-base.sh [runs/base] [python]
+#   scripts/ship-base.sh [runs/base] [python] [--no-report]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RUN=${1:-runs/base}
@@ -18,5 +18,5 @@ const eot = (tok.added_tokens || []).find((t) => t.content === "<|endoftext|>");
 if (eot) { c.bos_token_id = eot.id; c.eos_token_id = eot.id; }
 fs.writeFileSync(p, JSON.stringify(c, null, 2) + "\n");' "$OUT/config.json" "$OUT/tokenizer.json"
 HF_HUB_OFFLINE=1 "$PY" test/fixtures/make_base_reference.py "$OUT"
-npx tsx scripts/base-report.ts --model "$OUT" --run "$OUT" > /dev/null
+[ "${3:-}" = --no-report ] || npx tsx scripts/base-report.ts --model "$OUT" --run "$OUT" > /dev/null
 echo "shipped $(node -e 'const l=require("./'$OUT'/train-log.json"); const e=l[l.length-1]; console.log(`step ${e.step}, ${e.tokens} tokens`)') into $OUT"
