@@ -159,6 +159,18 @@ describe('finetune on real text', () => {
   });
 });
 
+describe('--eval', () => {
+  it('logs the held-out loss every --eval-every steps: the same number `semfreeze eval` gives for the checkpoint', async () => {
+    const out = outDir('eval');
+    const r = ok(await finetune(['--data', TEXT, '--eval', TEXT, '--eval-every', '2', '--eval-windows', '10', '--freeze', '1', '--steps', '4', '--batch', '4', '--seq', '32', '--lr', '3e-3', '--out', out, '--json']));
+    const log = stdoutJson<{ log: { step: number; evalLoss?: number }[] }>(r).log;
+    expect(log.filter((e) => e.evalLoss !== undefined).map((e) => e.step)).toEqual([2, 4]);
+    const ev = ok(await runCli(['eval', '--model', out, '--data', TEXT, '--seq', '32', '--batch', '4', '--max-windows', '10', '--json']));
+    expect(log.at(-1)!.evalLoss!).toBeCloseTo(stdoutJson<{ loss: number }>(ev).loss, 5);
+    expect(log[1]!.evalLoss).not.toBe(log[3]!.evalLoss);
+  });
+});
+
 describe('--out', () => {
   // Regression (was a bug) (src/cli/checkpoint.ts writeCheckpoint: `rename(dir, old)` then `rm(old, { recursive: true })`):
   // an existing --out directory is replaced wholesale, so any other files in it are deleted without a

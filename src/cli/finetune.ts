@@ -2,10 +2,10 @@
 import { existsSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { windows } from '../data/tokens.ts';
-import { Gpt2Forward } from '../model/forward.ts';
 import { GpuWeights, hostParams, readModelDir } from '../model/weights.ts';
 import { nodePlatform } from '../platform/node.ts';
 import { TrainingGraph } from '../train/graph.ts';
+import { WindowEvaluator } from '../train/evaluate.ts';
 import { makeSchedule, describeSchedule, type ScheduleKind } from '../train/schedule.ts';
 import { BatchLoader, Trainer, type LoaderState } from '../train/trainer.ts';
 import type { OptimizerKind } from '../train/optimizer.ts';
@@ -160,28 +160,9 @@ async function finetune(o: FinetuneOptions, resumingOut: boolean): Promise<{ log
     log = resume.log as TrainLogEntry[];
     progress(`resuming ${o.resume} at step ${trainer.step}`);
   }
-  const evalFwd = evalWin ? await Gpt2Forward.build(rt, weights, { B: Math.min(fit.B, evalWin.count), T: o.seq, saveFrom: cfg.nLayer, trace: { kind: 'none' }, loss: true, keepLogits: false }) : null;
-  const evaluate = async (): Promise<number> => {
-    const ev = evalWin!;
-    const f = evalFwd!;
-    const B = f.opts.B;
-    const count = Math.min(ev.count, Math.max(B, o.evalWindows));
-    let sum = 0;
-    let n = 0;
-    const inp = new Int32Array(B * o.seq);
-    const tgt = new Int32Array(B * o.seq);
-    for (let w0 = 0; w0 + B <= count; w0 += B) {
-      for (let b = 0; b < B; b++) {
-        inp.set(ev.inputs(w0 + b), b * o.seq);
-        tgt.set(ev.targets(w0 + b), b * o.seq);
-      }
-      f.setBatch(inp, tgt);
-      await f.run('eval');
-      sum += await f.readLoss();
-      n++;
-    }
-    return sum / n;
-  };
+  // The same held-out loss as pretrain and demo: mean over every token of the first --eval-windows windows.
+  const evaluator = evalWin ? await WindowEvaluator.build(rt, weights, evalWin, fit.B) : null;
+  const evaluate = () => evaluator!.loss(o.evalWindows);
 
   const mem = graph.memoryBreakdown();
   const fmt = (b: number) => `${(b / 2 ** 20).toFixed(1)} MiB`;
