@@ -8,7 +8,6 @@ import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { windows } from '../data/tokens.ts';
 import { predictedSaving } from '../analysis/cost.ts';
-import type { Runtime } from '../gpu/runtime.ts';
 import { GpuWeights, hostParams, readModelDir } from '../model/weights.ts';
 import { nodePlatform, packageRoot, writeFileAtomic } from '../platform/node.ts';
 import { WindowEvaluator } from '../train/evaluate.ts';
@@ -192,6 +191,6 @@ export async function demoCommand(o: DemoOptions) {
     t += `figures: ${analysis ? `${plot} (deviations, gains, boundary), ` : ''}${lossSvg} (training loss of both runs)\n`;
     process.stdout.write(t);
   }
-  for (const r of runs) r.weights.destroy(rt as Runtime);
+  for (const r of runs) r.weights.destroy(rt);
   return result;
 }
