@@ -1,6 +1,6 @@
 // `semfreeze eval`: mean loss and perplexity over consecutive windows of the data.
 import { windows } from '../data/tokens.ts';
-import { Gpt2Forward } from '../model/forward.ts';
+import { WindowEvaluator } from '../train/evaluate.ts';
 import { loadModel, loadTokens } from './model.ts';
 import { ProgressLine, UserError, formatEta, printJson } from './common.ts';
 import { fitForwardBatch } from './shapes.ts';
@@ -25,32 +25,16 @@ export async function evalCommand(o: { model: string; data: string; seq: number;
   const count = o.maxWindows ? Math.min(o.maxWindows, win.count) : win.count;
   const B = Math.min(fitForwardBatch(rt, cfg, { B: o.batch, T: o.seq, kind: 'forward' }), count);
   const T = o.seq;
-  const fwd = await Gpt2Forward.build(rt, weights, { B, T, saveFrom: cfg.nLayer, trace: { kind: 'none' }, loss: true, keepLogits: false });
-  const inputs = new Int32Array(B * T);
-  const targets = new Int32Array(B * T);
-  let sum = 0;
-  let n = 0;
+  const evaluator = await WindowEvaluator.build(rt, weights, win, B);
   const bar = new ProgressLine();
   const t0 = performance.now();
-  for (let w0 = 0; w0 < count; w0 += B) {
-    const nb = Math.min(B, count - w0);
-    for (let b = 0; b < B; b++) {
-      // A short last batch repeats its first window; only the first nb rows are counted.
-      const w = w0 + (b < nb ? b : 0);
-      inputs.set(win.inputs(w), b * T);
-      targets.set(win.targets(w), b * T);
-    }
-    fwd.setBatch(inputs, targets);
-    await fwd.run('eval');
-    const losses = await rt.memory.readFloat32(fwd.losses, 0, nb * T);
-    for (const l of losses) sum += l;
-    n += nb * T;
+  const loss = await evaluator.loss(count, (done, mean) => {
     const s = (performance.now() - t0) / 1000;
-    if (!o.json) bar.update(`eval ${w0 + nb}/${count} windows  loss ${(sum / n).toFixed(4)}  ${(n / s).toFixed(0)} tok/s  ETA ${formatEta((s / (w0 + nb)) * (count - w0 - nb))}`);
-  }
+    if (!o.json) bar.update(`eval ${done}/${count} windows  loss ${mean.toFixed(4)}  ${((done * T) / s).toFixed(0)} tok/s  ETA ${formatEta((s / done) * (count - done))}`);
+  });
+  const n = count * T;
   const seconds = (performance.now() - t0) / 1000;
   if (!o.json) bar.done();
-  const loss = sum / n;
   if (!Number.isFinite(loss)) throw new UserError(`${o.model}: the loss is ${loss}: the model's weights are not finite (or the data is broken)`);
   const result: EvalResult = { loss, perplexity: Math.exp(loss), windows: count, tokens: n, seq: T, batch: B, seconds, tokensPerSecond: n / seconds };
   if (o.json) printJson(result);

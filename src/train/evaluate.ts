@@ -22,8 +22,11 @@ export class WindowEvaluator {
     return new WindowEvaluator(rt, fwd, windows);
   }
 
-  /** Mean loss over the first `count` windows (all of them by default); every token counts once. */
-  async loss(count = this.windows.count): Promise<number> {
+  /**
+   * Mean loss over the first `count` windows (all of them by default); every token counts once.
+   * `onBatch` sees the windows done and the mean so far after each forward (progress lines).
+   */
+  async loss(count = this.windows.count, onBatch?: (windowsDone: number, meanLoss: number) => void): Promise<number> {
     const { B, T } = this.forward.opts;
     const n = Math.min(count, this.windows.count);
     let sum = 0;
@@ -41,6 +44,7 @@ export class WindowEvaluator {
       const losses = await this.rt.memory.readFloat32(this.forward.losses, 0, nb * T);
       for (const l of losses) sum += l;
       tokens += nb * T;
+      onBatch?.(w0 + nb, sum / tokens);
     }
     return sum / tokens;
   }
