@@ -4,6 +4,7 @@ import { resolve } from 'node:path';
 import { windows } from '../data/tokens.ts';
 import { GpuWeights, hostParams, readModelDir } from '../model/weights.ts';
 import { nodePlatform } from '../platform/node.ts';
+import { firstNonFinite } from '../model/errors.ts';
 import { TrainingGraph } from '../train/graph.ts';
 import { WindowEvaluator } from '../train/evaluate.ts';
 import { makeSchedule, describeSchedule, type ScheduleKind } from '../train/schedule.ts';
@@ -174,7 +175,7 @@ async function finetune(o: FinetuneOptions, resumingOut: boolean): Promise<{ log
     // The loss is checked before each update; the weights after it are checked here, so a step
     // that blew up never replaces the last good checkpoint.
     for (const [name, x] of params) {
-      const bad = x.findIndex((v) => !Number.isFinite(v));
+      const bad = firstNonFinite(x);
       if (bad >= 0) throw new UserError(`weight ${name}[${bad}] became ${x[bad]} after step ${trainer.step}: stopping without saving; the last good checkpoint (if any) in ${o.out} is kept. Try a lower --lr or --clip 1.`);
     }
     try {

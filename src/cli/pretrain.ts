@@ -11,6 +11,7 @@ import { GpuWeights, hostParams, readModelDir } from '../model/weights.ts';
 import { nodePlatform, readBytes, readText } from '../platform/node.ts';
 import { Tokenizer } from '../tokenizer/bpe.ts';
 import { WindowEvaluator } from '../train/evaluate.ts';
+import { firstNonFinite } from '../model/errors.ts';
 import { TrainingGraph } from '../train/graph.ts';
 import { makeSchedule, describeSchedule } from '../train/schedule.ts';
 import { BatchLoader, Trainer, type LoaderState } from '../train/trainer.ts';
@@ -138,7 +139,7 @@ export async function pretrainCommand(o: PretrainOptions): Promise<{ log: Pretra
   const save = async () => {
     const params = await weights.download(rt);
     for (const [name, x] of params) {
-      const i = x.findIndex((v) => !Number.isFinite(v));
+      const i = firstNonFinite(x);
       if (i >= 0) throw new UserError(`weight ${name}[${i}] became ${x[i]} at step ${trainer.step}: not saved; the last checkpoint in ${o.out} is kept. Try a lower --lr.`);
     }
     await writeCheckpoint(o.out, {
