@@ -47,18 +47,62 @@ export interface GpuDevice {
   errors: string[];
 }
 
-function summarize(adapter: GPUAdapter): AdapterSummary {
-  const i = (adapter as GPUAdapter & { info?: GPUAdapterInfo }).info ?? ({} as GPUAdapterInfo);
+/** What an adapter says about itself (GPUAdapterInfo, or a copy of it from another context). */
+export interface AdapterInfoLike {
+  vendor?: string;
+  architecture?: string;
+  device?: string;
+  description?: string;
+  /** GPUAdapterInfo.isFallbackAdapter (newer browsers and Dawn), or the older GPUAdapter.isFallbackAdapter. */
+  isFallbackAdapter?: boolean;
+}
+
+/**
+ * Backend and software-ness from the adapter's info. Dawn (Node) fills in a description, e.g.
+ * lavapipe's `{vendor 'mesa', architecture 'software', description 'llvmpipe: Mesa 25.0.7 …'}`;
+ * browsers report little: Chromium's SwiftShader is `{vendor 'google', architecture 'swiftshader',
+ * device '', description '', isFallbackAdapter true}`.
+ */
+export function summarizeAdapter(i: AdapterInfoLike): AdapterSummary {
+  const vendor = i.vendor ?? '';
+  const architecture = i.architecture ?? '';
+  const device = i.device ?? '';
   const description = i.description ?? '';
-  const backend = /vulkan/i.test(description) ? 'vulkan' : /llvmpipe|lavapipe/i.test(description) ? 'vulkan' : /metal/i.test(description) ? 'metal' : /d3d12/i.test(description) ? 'd3d12' : /swiftshader/i.test(i.vendor ?? '') ? 'vulkan (swiftshader)' : 'unknown';
-  return {
-    vendor: i.vendor ?? '',
-    architecture: i.architecture ?? '',
-    device: i.device ?? '',
-    description,
-    backend,
-    isSoftware: (i.architecture ?? '') === 'software' || /llvmpipe|swiftshader/i.test(description + (i.vendor ?? '')),
-  };
+  const all = `${vendor} ${architecture} ${device} ${description}`;
+  const swiftshader = /swiftshader/i.test(all);
+  const mesaSoftware = /llvmpipe|lavapipe|softpipe/i.test(all);
+  const backend = swiftshader
+    ? 'vulkan (swiftshader)'
+    : /vulkan/i.test(description) || mesaSoftware
+      ? 'vulkan'
+      : /metal/i.test(description)
+        ? 'metal'
+        : /d3d12/i.test(description)
+          ? 'd3d12'
+          : /d3d11/i.test(description)
+            ? 'd3d11'
+            : /opengl|\bgles\b/i.test(description)
+              ? 'opengl'
+              : 'unknown';
+  const isSoftware =
+    i.isFallbackAdapter === true ||
+    /^(software|swiftshader|llvmpipe|lavapipe)$/i.test(architecture) ||
+    swiftshader ||
+    mesaSoftware ||
+    /microsoft basic render|\bwarp\b/i.test(description);
+  return { vendor, architecture, device, description, backend, isSoftware };
+}
+
+function summarize(adapter: GPUAdapter): AdapterSummary {
+  const a = adapter as GPUAdapter & { info?: GPUAdapterInfo & { isFallbackAdapter?: boolean }; isFallbackAdapter?: boolean };
+  const i = a.info ?? ({} as GPUAdapterInfo & { isFallbackAdapter?: boolean });
+  return summarizeAdapter({
+    vendor: i.vendor,
+    architecture: i.architecture,
+    device: i.device,
+    description: i.description,
+    isFallbackAdapter: i.isFallbackAdapter ?? a.isFallbackAdapter,
+  });
 }
 
 export interface OpenOptions {
