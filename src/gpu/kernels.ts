@@ -27,6 +27,78 @@ export interface KernelBuildEvent {
 
 export type OverrideValues = Record<string, number | boolean>;
 
+/** The device limits a kernel's shape is checked against (GpuDevice.limits has them all). */
+export interface ComputeLimits {
+  maxComputeInvocationsPerWorkgroup?: number;
+  maxComputeWorkgroupSizeX?: number;
+  maxComputeWorkgroupSizeY?: number;
+  maxComputeWorkgroupSizeZ?: number;
+  maxStorageBuffersPerShaderStage?: number;
+}
+
+/** WebGPU's guaranteed minimums, used where a limits object lacks an entry. */
+const DEFAULT_COMPUTE_LIMITS: Required<ComputeLimits> = {
+  maxComputeInvocationsPerWorkgroup: 256,
+  maxComputeWorkgroupSizeX: 256,
+  maxComputeWorkgroupSizeY: 256,
+  maxComputeWorkgroupSizeZ: 64,
+  maxStorageBuffersPerShaderStage: 8,
+};
+
+function limitOf(limits: ComputeLimits, name: keyof ComputeLimits): number {
+  const v = limits[name];
+  return typeof v === 'number' && v > 0 ? v : DEFAULT_COMPUTE_LIMITS[name];
+}
+
+/**
+ * The largest power of two ≤ min(wanted, maxComputeInvocationsPerWorkgroup, maxComputeWorkgroupSizeX):
+ * a 1-D workgroup size for kernels whose correctness allows any power of two.
+ */
+export function fitWorkgroup(limits: ComputeLimits, wanted: number): number {
+  if (!(Number.isFinite(wanted) && wanted >= 1)) throw new RangeError(`fitWorkgroup: wanted must be ≥ 1 (${wanted})`);
+  const cap = Math.min(wanted, limitOf(limits, 'maxComputeInvocationsPerWorkgroup'), limitOf(limits, 'maxComputeWorkgroupSizeX'));
+  let wg = 1;
+  while (wg * 2 <= cap) wg *= 2;
+  return wg;
+}
+
+/**
+ * Throws KernelCompileError when a kernel's workgroup size or storage-buffer count exceeds the
+ * device's limits (the driver's own error would not say which value or limit).
+ */
+export function checkKernelLimits(what: string, workgroupSize: readonly [number, number, number], storageBuffers: number, limits: ComputeLimits): void {
+  const [x, y, z] = workgroupSize;
+  const fail = (value: string, limit: keyof ComputeLimits) => {
+    throw new KernelCompileError(`${what}: ${value} exceeds the device's ${limit} (${limitOf(limits, limit)})`);
+  };
+  if (!workgroupSize.every((d) => Number.isInteger(d) && d >= 1)) throw new KernelCompileError(`${what}: workgroup size (${x}, ${y}, ${z}) must be positive integers`);
+  if (x > limitOf(limits, 'maxComputeWorkgroupSizeX')) fail(`workgroup size x = ${x}`, 'maxComputeWorkgroupSizeX');
+  if (y > limitOf(limits, 'maxComputeWorkgroupSizeY')) fail(`workgroup size y = ${y}`, 'maxComputeWorkgroupSizeY');
+  if (z > limitOf(limits, 'maxComputeWorkgroupSizeZ')) fail(`workgroup size z = ${z}`, 'maxComputeWorkgroupSizeZ');
+  if (x * y * z > limitOf(limits, 'maxComputeInvocationsPerWorkgroup')) fail(`workgroup size ${x}×${y}×${z} = ${x * y * z} invocations`, 'maxComputeInvocationsPerWorkgroup');
+  if (storageBuffers > limitOf(limits, 'maxStorageBuffersPerShaderStage')) fail(`${storageBuffers} storage buffers`, 'maxStorageBuffersPerShaderStage');
+}
+
+/**
+ * The workgroup size of an entry point with its override constants applied: wgsl_reflect gives the
+ * size with the overrides' defaults, and the attribute's own text (a literal or an override name)
+ * per dimension.
+ */
+export function resolveWorkgroupSize(
+  reflected: readonly number[] | null | undefined,
+  attributeValue: string | string[] | null | undefined,
+  overrides: OverrideValues,
+): [number, number, number] {
+  const size: [number, number, number] = [reflected?.[0] ?? 1, reflected?.[1] ?? 1, reflected?.[2] ?? 1];
+  const dims = attributeValue == null ? [] : Array.isArray(attributeValue) ? attributeValue : [attributeValue];
+  dims.slice(0, 3).forEach((d, i) => {
+    const name = typeof d === 'string' ? d.trim() : '';
+    const v = overrides[name];
+    if (v !== undefined) size[i] = Number(v);
+  });
+  return size;
+}
+
 /** A buffer, or a byte range of one (for tensors bound as several ranges). */
 export type BufferBinding = GPUBuffer | { buffer: GPUBuffer; offset?: number; size?: number };
 
@@ -205,6 +277,9 @@ export class KernelRegistry {
     }
     const constants: Record<string, number> = {};
     for (const [k, v] of Object.entries(overrides)) constants[k] = Number(v);
+    const wgAttribute = fn.attributes?.find((a) => a.name === 'workgroup_size')?.value as string | string[] | null | undefined;
+    const wg = resolveWorkgroupSize(fn.workgroupSize, wgAttribute, overrides);
+    checkKernelLimits(`kernels/${file}.wgsl: entry '${entry}'`, wg, resources.filter((r) => r.kind !== 'uniform').length, this.gpu.limits);
     const t0 = performance.now();
     let pipeline: GPUComputePipeline;
     try {
@@ -216,7 +291,6 @@ export class KernelRegistry {
     } catch (e) {
       throw new KernelCompileError(`kernels/${file}.wgsl: pipeline '${entry}' failed: ${(e as Error).message}`);
     }
-    const wg = (fn.workgroupSize ?? [1, 1, 1]) as [number, number, number];
     const kernel = new Kernel(key, file, entry, pipeline, layouts, resources, wg);
     await this.compileNow(kernel);
     const ms = performance.now() - t0;

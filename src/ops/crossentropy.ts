@@ -1,13 +1,15 @@
 // Cross-entropy program (kernels/crossentropy.wgsl): per-row losses, the fused loss + dlogits
 // backward (in place over the logits by default), and a deterministic one-workgroup sum of the
 // per-row losses into one scalar.
-import type { BufferBinding } from '../gpu/kernels.ts';
+import { fitWorkgroup, type BufferBinding } from '../gpu/kernels.ts';
 import { grid, type Dispatch } from '../gpu/step.ts';
 import type { Runtime } from '../gpu/runtime.ts';
 
 /** Target value of an ignored row (loss 0, gradient 0). */
 export const CE_IGNORE = 0xffffffff;
+/** Invocations per row wanted (the kernel takes any power of two ≤ 256), lowered to the device's limits. */
 export const CE_WG = 64;
+/** Invocations of the one loss_sum workgroup wanted (any power of two ≤ 256). */
 export const CE_SUM_WG = 256;
 
 export interface CrossEntropyArgs {
@@ -57,7 +59,7 @@ export function validateTargets(targets: ArrayLike<number>, V: number): void {
 /** losses[rowOff + r] = −log softmax(logits[r])[target] (0 for ignored rows). Logits untouched. */
 export async function crossEntropyForward(rt: Runtime, args: CrossEntropyArgs): Promise<Dispatch> {
   const { ld, rowOff } = check('crossEntropyForward', args);
-  const kernel = await rt.kernels.kernel('crossentropy', 'forward', { WG: CE_WG });
+  const kernel = await rt.kernels.kernel('crossentropy', 'forward', { WG: fitWorkgroup(rt.gpu.limits, CE_WG) });
   const bound = rt.kernels.bind(kernel, { logits: args.logits, targets: args.targets, losses: args.losses }, { rows: args.rows, V: args.V, ld, rowOff, scale: 0 });
   return { bound, workgroups: grid(args.rows) };
 }
@@ -71,7 +73,7 @@ export async function crossEntropyFused(rt: Runtime, args: CrossEntropyFusedArgs
   const { ld, rowOff } = check('crossEntropyFused', args);
   if (!Number.isFinite(args.scale)) throw new Error(`crossEntropyFused: scale must be finite (${args.scale})`);
   const inplace = !args.dlogits;
-  const kernel = await rt.kernels.kernel('crossentropy', 'fused', { WG: CE_WG, INPLACE: inplace });
+  const kernel = await rt.kernels.kernel('crossentropy', 'fused', { WG: fitWorkgroup(rt.gpu.limits, CE_WG), INPLACE: inplace });
   const bound = rt.kernels.bind(
     kernel,
     { logits: args.logits, targets: args.targets, losses: args.losses, dlogits: args.dlogits ?? rt.dummy },
@@ -98,7 +100,7 @@ export interface CrossEntropyLossSumArgs {
 /** total[outIdx] (+)= scale·Σ losses[off..off+n), summed in a fixed order by one workgroup. */
 export async function crossEntropyLossSum(rt: Runtime, args: CrossEntropyLossSumArgs): Promise<Dispatch> {
   if (!(Number.isInteger(args.n) && args.n > 0)) throw new Error(`crossEntropyLossSum: n must be a positive integer (${args.n})`);
-  const kernel = await rt.kernels.kernel('crossentropy', 'loss_sum', { WG: CE_SUM_WG, ACCUMULATE: !!args.accumulate });
+  const kernel = await rt.kernels.kernel('crossentropy', 'loss_sum', { WG: fitWorkgroup(rt.gpu.limits, CE_SUM_WG), ACCUMULATE: !!args.accumulate });
   const bound = rt.kernels.bind(kernel, { losses: args.losses, total: args.total }, { n: args.n, off: args.off ?? 0, outIdx: args.outIdx ?? 0, scale: args.scale });
   return { bound, workgroups: [1] };
 }

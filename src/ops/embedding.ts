@@ -2,7 +2,7 @@
 // and a deterministic, atomics-free scatter-add dwte[id] += Σ dout[positions of id] driven by a CSR
 // index of the batch's token ids that the host builds on the CPU (it knows the ids: it uploads them)
 // and writes into a buffer allocated once with capacity B·T.
-import type { BufferBinding } from '../gpu/kernels.ts';
+import { fitWorkgroup, type BufferBinding } from '../gpu/kernels.ts';
 import { grid, type Dispatch } from '../gpu/step.ts';
 import type { Runtime } from '../gpu/runtime.ts';
 
@@ -14,7 +14,7 @@ export const EMBEDDING_WG = 256;
  * over C. lavapipe runs a workgroup on one thread 8 lanes wide: 8 is ~4x faster than 64 there.
  */
 export function embeddingRowWG(rt: Runtime): number {
-  return rt.gpu.info.isSoftware ? 8 : 64;
+  return fitWorkgroup(rt.gpu.limits, rt.gpu.info.isSoftware ? 8 : 64);
 }
 /** Most workgroups the dwte scatter launches; each loops over unique ids u ≡ its index (mod count). */
 export const EMBEDDING_WTE_WORKGROUPS = 512;
@@ -184,9 +184,10 @@ export interface EmbeddingBackwardWpeArgs {
 export async function embeddingBackwardWpe(rt: Runtime, args: EmbeddingBackwardWpeArgs): Promise<Dispatch> {
   const { B, T, C } = args;
   checkPositive('embeddingBackwardWpe', { B, T, C });
-  const kernel = await rt.kernels.kernel('embedding', 'backward_wpe', { WG: EMBEDDING_WG, ACCUMULATE: !!args.accumulate });
+  const wg = fitWorkgroup(rt.gpu.limits, EMBEDDING_WG);
+  const kernel = await rt.kernels.kernel('embedding', 'backward_wpe', { WG: wg, ACCUMULATE: !!args.accumulate });
   const bound = rt.kernels.bind(kernel, { dout: args.dout, dwpe: args.dwpe }, { B, T, C, partRows: 0, partBase: 0 });
-  return { bound, workgroups: grid(Math.ceil((T * C) / EMBEDDING_WG)) };
+  return { bound, workgroups: grid(Math.ceil((T * C) / wg)) };
 }
 
 export interface EmbeddingBackwardWteArgs {

@@ -1,9 +1,15 @@
 // GELU program (kernels/gelu.wgsl): GPT-2's tanh GELU forward and backward, elementwise.
-import type { BufferBinding } from '../gpu/kernels.ts';
+import { fitWorkgroup, type BufferBinding } from '../gpu/kernels.ts';
 import { grid, type Dispatch } from '../gpu/step.ts';
 import type { Runtime } from '../gpu/runtime.ts';
 
+/** Invocations per workgroup wanted (any power of two works: one element per invocation); see geluWG. */
 export const GELU_WG = 256;
+
+/** GELU_WG, lowered to what the device allows. */
+export function geluWG(rt: Runtime): number {
+  return fitWorkgroup(rt.gpu.limits, GELU_WG);
+}
 
 export interface GeluForwardArgs {
   /** Number of elements. */
@@ -31,17 +37,18 @@ function checkN(name: string, n: number): void {
 }
 
 /** Workgroups for n elements, one per invocation (vec4: n/4 invocations). */
-function workgroups(n: number, vec4: boolean): [number, number] {
-  return grid(Math.ceil((vec4 ? n / 4 : n) / GELU_WG));
+function workgroups(n: number, vec4: boolean, wg: number): [number, number] {
+  return grid(Math.ceil((vec4 ? n / 4 : n) / wg));
 }
 
 /** out = gelu(inp). Uses vec4 loads when n % 4 == 0. */
 export async function geluForward(rt: Runtime, args: GeluForwardArgs): Promise<Dispatch> {
   checkN('geluForward', args.n);
   const vec4 = args.n % 4 === 0 && !args.scalar;
-  const kernel = await rt.kernels.kernel('gelu', vec4 ? 'forward4' : 'forward', { WG: GELU_WG });
+  const wg = geluWG(rt);
+  const kernel = await rt.kernels.kernel('gelu', vec4 ? 'forward4' : 'forward', { WG: wg });
   const bound = rt.kernels.bind(kernel, vec4 ? { inp4: args.inp, out4: args.out } : { inp: args.inp, out: args.out }, { n: args.n });
-  return { bound, workgroups: workgroups(args.n, vec4) };
+  return { bound, workgroups: workgroups(args.n, vec4, wg) };
 }
 
 /** dinp = dout · gelu'(inp) (in place over dout when dinp is omitted). Uses vec4 loads when n % 4 == 0. */
@@ -50,10 +57,11 @@ export async function geluBackward(rt: Runtime, args: GeluBackwardArgs): Promise
   const vec4 = args.n % 4 === 0 && !args.scalar;
   const inplace = !args.dinp;
   const entry = (inplace ? 'backward_inplace' : 'backward') + (vec4 ? '4' : '');
-  const kernel = await rt.kernels.kernel('gelu', entry, { WG: GELU_WG });
+  const wg = geluWG(rt);
+  const kernel = await rt.kernels.kernel('gelu', entry, { WG: wg });
   let buffers: Record<string, BufferBinding>;
   if (inplace) buffers = vec4 ? { inp4: args.inp, dinp4: args.dout } : { inp: args.inp, dinp: args.dout };
   else buffers = vec4 ? { dout4: args.dout, inp4: args.inp, dinp4: args.dinp! } : { dout: args.dout, inp: args.inp, dinp: args.dinp! };
   const bound = rt.kernels.bind(kernel, buffers, { n: args.n });
-  return { bound, workgroups: workgroups(args.n, vec4) };
+  return { bound, workgroups: workgroups(args.n, vec4, wg) };
 }

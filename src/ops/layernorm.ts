@@ -1,7 +1,7 @@
 // LayerNorm program (kernels/layernorm.wgsl): forward with or without saved statistics, backward dx
 // (optionally accumulating into the residual stream's gradient), and deterministic two-pass
 // dgamma/dbeta (optionally accumulating across micro-batches) through a caller-owned scratch buffer.
-import type { BufferBinding } from '../gpu/kernels.ts';
+import { fitWorkgroup, type BufferBinding } from '../gpu/kernels.ts';
 import { grid, type Dispatch } from '../gpu/step.ts';
 import type { Runtime } from '../gpu/runtime.ts';
 import { rowChunkPlan } from './reduce.ts';
@@ -12,7 +12,7 @@ import { rowChunkPlan } from './reduce.ts';
  * workgroup per row is 2-3x faster there than 64. Hardware adapters get 64.
  */
 export function layernormRowWG(rt: Runtime): number {
-  return rt.gpu.info.isSoftware ? 8 : 64;
+  return fitWorkgroup(rt.gpu.limits, rt.gpu.info.isSoftware ? 8 : 64);
 }
 /** Columns per workgroup in the dgamma/dbeta kernels. */
 export const LAYERNORM_CW = 64;

@@ -3,7 +3,7 @@
 //   buffer, optionally accumulating;
 // - sums of squares of flat buffers into per-workgroup slots, and the final fixed-order sum of all
 //   slots (the global gradient norm: every tensor writes its own slots, one pass sums them).
-import type { BufferBinding } from '../gpu/kernels.ts';
+import { fitWorkgroup, type BufferBinding } from '../gpu/kernels.ts';
 import { grid, type Dispatch } from '../gpu/step.ts';
 import type { Runtime } from '../gpu/runtime.ts';
 
@@ -19,7 +19,7 @@ export const SUMSQ_BLOCK = 4096;
  * 8 lanes wide, and pays for every barrier of the tree: 8 is ~10x faster than 256 there.
  */
 export function sumsqWG(rt: Runtime): number {
-  return rt.gpu.info.isSoftware ? 8 : 256;
+  return fitWorkgroup(rt.gpu.limits, rt.gpu.info.isSoftware ? 8 : 256);
 }
 
 function bindingBytes(b: BufferBinding): number {
