@@ -1,11 +1,13 @@
 #!/usr/bin/env node
 // `npm run setup`: install npm dependencies, then make sure a WebGPU adapter exists.
 // On Debian 12 without one (no GPU), install Mesa's lavapipe from bookworm-backports
-// (bookworm's own Mesa 22.3 is rejected by Dawn). Idempotent: a second run takes seconds.
+// (bookworm's own Mesa 22.3 is rejected by Dawn). Then make sure Debian's chromium is there for the
+// browser tests (installed as root with apt-get, else the command is printed; never fatal).
+// Idempotent: a second run takes seconds.
 // Plain Node, no dependencies: it runs before node_modules exists.
 import { spawnSync } from 'node:child_process';
-import { existsSync, readFileSync, writeFileSync, readdirSync, mkdtempSync } from 'node:fs';
-import { join, dirname } from 'node:path';
+import { accessSync, constants, existsSync, readFileSync, writeFileSync, readdirSync, mkdtempSync } from 'node:fs';
+import { delimiter, join, dirname } from 'node:path';
 import { tmpdir } from 'node:os';
 import { fileURLToPath } from 'node:url';
 
@@ -107,6 +109,66 @@ function installLavapipe() {
   }
 }
 
+/** The Chromium the browser tests use: $SEMFREEZE_CHROMIUM, /usr/bin/chromium, or chromium(-browser) on PATH. */
+function findChromium() {
+  const candidates = [process.env.SEMFREEZE_CHROMIUM, '/usr/bin/chromium'];
+  for (const dir of (process.env.PATH ?? '').split(delimiter).filter(Boolean)) candidates.push(join(dir, 'chromium'), join(dir, 'chromium-browser'));
+  for (const c of candidates) {
+    if (!c) continue;
+    try {
+      accessSync(c, constants.X_OK);
+      return c;
+    } catch { /* next */ }
+  }
+  return null;
+}
+
+function chromiumVersion(path) {
+  const r = spawnSync(path, ['--version'], { encoding: 'utf8', timeout: 30_000 });
+  return (r.stdout ?? '').trim().split('\n')[0] || `unknown version (${path} --version: exit ${r.status})`;
+}
+
+const CHROMIUM_FIX = '# as root, on Debian/Ubuntu:\napt-get install -y --no-install-recommends chromium   # (apt-get update first if apt has no package lists)';
+
+/**
+ * The browser tests (test/web-infra.test.ts) run the bundle in headless Chromium with SwiftShader
+ * WebGPU. Install Debian's chromium when it is missing and setup can (root, apt-get); otherwise say
+ * the command and go on: the tests skip without it. Never fails setup, never downloads a browser any
+ * other way.
+ */
+function ensureChromium() {
+  let found = findChromium();
+  if (found) { log(`Chromium for the browser tests: ${chromiumVersion(found)} (${found})`); return; }
+  const isRoot = typeof process.getuid === 'function' && process.getuid() === 0;
+  if (!isRoot || !existsSync('/usr/bin/apt-get')) {
+    log('no Chromium for the browser tests (they will be skipped); to install it:');
+    console.error(CHROMIUM_FIX);
+    return;
+  }
+  const env = { ...process.env, DEBIAN_FRONTEND: 'noninteractive' };
+  const install = () => {
+    log('$ apt-get install -y --no-install-recommends chromium');
+    return spawnSync('apt-get', ['install', '-y', '-q', '--no-install-recommends', 'chromium'], { stdio: ['ignore', 'inherit', 'pipe'], env, encoding: 'utf8' });
+  };
+  let r = install();
+  if (r.status !== 0) {
+    process.stderr.write(r.stderr ?? '');
+    // "Unable to locate package" / "has no installation candidate": apt has no (fresh) package lists.
+    if (/Unable to locate package|no installation candidate|Failed to fetch|404/i.test(r.stderr ?? '')) {
+      log('$ apt-get update -q');
+      const u = spawnSync('apt-get', ['update', '-q'], { stdio: 'inherit', env });
+      if (u.status === 0) r = install();
+    }
+  }
+  if (r.status !== 0) process.stderr.write(r.stderr ?? '');
+  found = findChromium();
+  if (found) log(`Chromium for the browser tests: ${chromiumVersion(found)} (${found})`);
+  else {
+    log('could not install Chromium (the browser tests will be skipped); to install it:');
+    console.error(CHROMIUM_FIX);
+  }
+}
+
 npmDependencies();
 let adapter = probeAdapter();
 if (!adapter) {
@@ -120,4 +182,5 @@ if (!adapter) {
   process.exit(1);
 }
 log(`WebGPU adapter: ${adapter}`);
+ensureChromium();
 log('ready: `npm start` runs `semfreeze doctor`, `npm test` runs the tests');
