@@ -5,7 +5,7 @@ import { UserError, packageVersion, parseFloatOption, parseIntOption, reportErro
 import { DEFAULT_GAIN_STRATEGY, analyzeCommand, autoFreeze } from '../src/cli/analyze.ts';
 import { doctor } from '../src/cli/doctor.ts';
 import { evalCommand } from '../src/cli/eval.ts';
-import { finetuneCommand } from '../src/cli/finetune.ts';
+import { FINETUNE_DEFAULTS as FT, finetuneCommand } from '../src/cli/finetune.ts';
 import { generateCommand } from '../src/cli/generate.ts';
 import { traceCommand } from '../src/cli/trace.ts';
 import { DATASETS, buildData } from '../src/cli/data.ts';
@@ -103,21 +103,21 @@ program
   .option('--eval <file>', 'held-out data, evaluated every --eval-every steps')
   .requiredOption('--freeze <K>', "none (train everything), K (freeze embeddings and blocks 0..K-1), or auto (SALF analysis)")
   .requiredOption('--steps <n>', 'optimizer steps', int('--steps', 1))
-  .option('--batch <B>', 'sequences per micro-batch', int('--batch', 1), 4)
+  .option('--batch <B>', 'sequences per micro-batch', int('--batch', 1), FT.batch)
   .requiredOption('--seq <T>', 'sequence length', int('--seq', 1))
-  .option('--lr <x>', 'peak learning rate', num('--lr', 0, true), 1e-4)
-  .option('--optimizer <name>', 'adamw or sgd', 'adamw')
-  .option('--weight-decay <x>', 'decoupled weight decay (matrices and embeddings only)', num('--weight-decay', 0), 0.0)
-  .option('--clip <x>', 'global gradient-norm clipping threshold; 0 = off', num('--clip', 0), 1.0)
-  .option('--warmup <n>', 'linear warmup steps', int('--warmup'), 0)
-  .option('--schedule <kind>', 'cosine or constant', 'cosine')
-  .option('--accum <n>', 'micro-batches per optimizer step', int('--accum', 1), 1)
-  .option('--seed <s>', 'data order seed', int('--seed'), 1)
+  .option('--lr <x>', 'peak learning rate', num('--lr', 0, true), FT.lr)
+  .option('--optimizer <name>', 'adamw or sgd', FT.optimizer)
+  .option('--weight-decay <x>', 'decoupled weight decay (matrices and embeddings only)', num('--weight-decay', 0), FT.weightDecay)
+  .option('--clip <x>', 'global gradient-norm clipping threshold; 0 = off', num('--clip', 0), FT.clip)
+  .option('--warmup <n>', 'linear warmup steps', int('--warmup'), FT.warmup)
+  .option('--schedule <kind>', 'cosine or constant', FT.schedule)
+  .option('--accum <n>', 'micro-batches per optimizer step', int('--accum', 1), FT.accum)
+  .option('--seed <s>', 'data order seed', int('--seed'), FT.seed)
   .option('--no-shuffle', 'take windows in order from the start of the data')
-  .option('--eval-every <n>', 'evaluate every n steps', int('--eval-every', 1), 50)
-  .option('--eval-windows <n>', 'windows of --eval data per evaluation', int('--eval-windows', 1), 16)
-  .option('--log-every <n>', 'read back and print the loss every n steps', int('--log-every', 1), 1)
-  .option('--save-every <n>', 'also checkpoint every n steps (0 = only at the end)', int('--save-every'), 0)
+  .option('--eval-every <n>', 'evaluate every n steps', int('--eval-every', 1), FT.evalEvery)
+  .option('--eval-windows <n>', 'windows of --eval data per evaluation', int('--eval-windows', 1), FT.evalWindows)
+  .option('--log-every <n>', 'read back and print the loss every n steps', int('--log-every', 1), FT.logEvery)
+  .option('--save-every <n>', 'also checkpoint every n steps (0 = only at the end)', int('--save-every'), FT.saveEvery)
   .requiredOption('--out <dir>', 'checkpoint directory (Hugging Face format + optimizer state + train-log.json)')
   .option('--resume <dir>', 'continue a run from its checkpoint directory')
   .option('--overwrite', 'replace the semfreeze checkpoint already in --out (other files there are kept)')

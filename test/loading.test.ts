@@ -173,7 +173,7 @@ describe('SafetensorsReader reads each tensor\'s byte range, converting in chunk
     }) as typeof fetch;
     try {
       const ref = parseSafetensors(bytes, 'm');
-      for (const platform of [browserPlatform(), browserPlatform('./kernels/', new Map([['m', new Blob([bytes])]]))]) {
+      for (const platform of [browserPlatform(), browserPlatform({ files: new Map([['m', new Blob([bytes])]]) })]) {
         const reader = await SafetensorsReader.open('m', () => platform.openFile('m'));
         expectSame(await reader.readFloat32('transformer.h.0.mlp.c_fc.weight'), ref.getFloat32('transformer.h.0.mlp.c_fc.weight'));
       }

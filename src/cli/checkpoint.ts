@@ -16,15 +16,9 @@ import { fileOp, syncDir, writeDurable, type FileData } from './fileops.ts';
 import { acquireLock } from './lock.ts';
 import { assertWritableDir, fsReason, removeIfEmpty } from './paths.ts';
 import { serializeSafetensors, type TensorToWrite, parseSafetensors } from '../io/safetensors.ts';
-import { configToJson, type ModelConfig } from '../model/config.ts';
-import { hfName, paramSpecs } from '../model/params.ts';
+import { hfModelFiles, type HfModelContents } from '../model/save.ts';
 
-export interface CheckpointContents {
-  config: ModelConfig;
-  /** The input model's config.json text: its other fields (token ids, dropout, …) are kept. */
-  configJson?: string | null;
-  params: Map<string, Float32Array>;
-  tokenizerJson: string | null;
+export interface CheckpointContents extends HfModelContents {
   optimizer: TensorToWrite[];
   /** Everything needed to resume exactly: step, data position, arguments. */
   state: Record<string, unknown>;
@@ -39,17 +33,6 @@ const COMMIT = '.semfreeze-commit';
 const MANIFEST = 'files.json';
 /** Our own entries in DIR (staging, commit, lock, probe): not the user's files. */
 const isOwnEntry = (name: string) => name.startsWith('.semfreeze-');
-
-/** Fields of the input config.json that ours does not set (bos/eos ids, dropout, task params…). */
-function originalFields(text: string | null | undefined): Record<string, unknown> {
-  if (!text) return {};
-  try {
-    const raw = JSON.parse(text) as Record<string, unknown>;
-    return typeof raw === 'object' && raw !== null && !Array.isArray(raw) ? raw : {};
-  } catch {
-    return {};
-  }
-}
 
 /** The step of the checkpoint in DIR (complete in DIR or waiting in its commit directory), or null if there is none. */
 export function checkpointStep(dir: string): number | null {
@@ -169,11 +152,8 @@ export class CheckpointWriteError extends Error {
 }
 
 function checkpointFiles(c: CheckpointContents): { name: string; data: FileData }[] {
-  const tensors: TensorToWrite[] = paramSpecs(c.config).map((s) => ({ name: hfName(s.name), dtype: 'F32', shape: s.shape, data: c.params.get(s.name)! }));
   return [
-    { name: 'model.safetensors', data: serializeSafetensors(tensors, { format: 'pt' }) },
-    { name: 'config.json', data: configToJson(c.config, originalFields(c.configJson)) },
-    ...(c.tokenizerJson ? [{ name: 'tokenizer.json', data: c.tokenizerJson }] : []),
+    ...hfModelFiles(c),
     { name: 'optimizer.safetensors', data: serializeSafetensors(c.optimizer, { format: 'semfreeze-optimizer' }) },
     { name: 'train-log.json', data: `${JSON.stringify(c.log, null, 1)}\n` },
     { name: MARKER, data: `${JSON.stringify(c.state, null, 2)}\n` },

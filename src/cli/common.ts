@@ -5,13 +5,8 @@ import type { KernelBuildEvent } from '../gpu/kernels.ts';
 import { Runtime } from '../gpu/runtime.ts';
 import { nodePlatform, packageRoot } from '../platform/node.ts';
 
-/** An error the user caused (bad file, bad flag): printed as one line, no stack. */
-export class UserError extends Error {
-  constructor(message: string) {
-    super(message);
-    this.name = 'UserError';
-  }
-}
+import { UserError } from '../util/errors.ts';
+export { UserError };
 
 /** Errors about the user's files, flags or machine: their message is the whole story. */
 const USER_FACING = new Set(['UserError', 'NoAdapterError', 'ConfigError', 'SafetensorsError', 'TokenizerError', 'TokenDataError', 'FileError', 'KernelCompileError', 'ModelLoadError', 'AnalysisError', 'NotPositiveDefiniteError', 'OptimizerError', 'ScheduleError']);
@@ -104,21 +99,4 @@ export function formatEta(seconds: number): string {
   return h > 0 ? `${h}h${String(m).padStart(2, '0')}m` : m > 0 ? `${m}m${String(s % 60).padStart(2, '0')}s` : `${s}s`;
 }
 
-// Plain decimal only: Number() would also take '0x10', '1e3', '' (= 0) and ' 7 '.
-const DECIMAL_INT = /^[+-]?\d+$/;
-const DECIMAL_FLOAT = /^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$/;
-
-export function parseIntOption(name: string, value: string, min = 0): number {
-  const n = Number(value);
-  if (!DECIMAL_INT.test(value) || !Number.isSafeInteger(n) || n < min) throw new UserError(`${name} must be an integer ≥ ${min}, got '${value}'`);
-  return n;
-}
-
-/** A finite decimal number ≥ `min` (or > `min` when `exclusive`). */
-export function parseFloatOption(name: string, value: string, min = -Infinity, exclusive = false): number {
-  const n = Number(value);
-  const bound = exclusive ? `> ${min}` : `≥ ${min}`;
-  if (!DECIMAL_FLOAT.test(value) || !Number.isFinite(n)) throw new UserError(`${name} must be a number${min > -Infinity ? ` ${bound}` : ''}, got '${value}'`);
-  if (exclusive ? !(n > min) : !(n >= min)) throw new UserError(`${name} must be ${bound}, got '${value}'`);
-  return n;
-}
+export { parseFloatOption, parseIntOption } from '../util/options.ts';

@@ -4,17 +4,14 @@ import { resolve } from 'node:path';
 import { windows } from '../data/tokens.ts';
 import { GpuWeights, hostParams, readModelDir } from '../model/weights.ts';
 import { nodePlatform } from '../platform/node.ts';
-import { firstNonFinite } from '../model/errors.ts';
-import { TrainingGraph } from '../train/graph.ts';
-import { WindowEvaluator } from '../train/evaluate.ts';
-import { makeSchedule, describeSchedule, type ScheduleKind } from '../train/schedule.ts';
-import { BatchLoader, Trainer, type LoaderState } from '../train/trainer.ts';
+import { FinetuneRun, describeFreeze, parseFreeze, type TrainLogEntry } from '../train/finetune.ts';
+import type { ScheduleKind } from '../train/schedule.ts';
+import type { LoaderState } from '../train/trainer.ts';
 import type { OptimizerKind } from '../train/optimizer.ts';
 import { CHECKPOINT_FILES, CheckpointWriteError, checkpointStep, claimOutputDir, readResumeState, recoverCheckpoint, writeCheckpoint, type ResumeState } from './checkpoint.ts';
 import { ProgressLine, UserError, formatEta, openRuntime, printJson, progress } from './common.ts';
 import { acquireLock } from './lock.ts';
 import { loadTokens } from './model.ts';
-import { fitTraining } from './shapes.ts';
 import { assertNotInput, fsReason, realPath } from './paths.ts';
 import { fingerprintFile, fingerprintModel, runDifferences, type RunFingerprint } from './resume.ts';
 
@@ -50,23 +47,8 @@ export interface FinetuneOptions {
   autoFreeze?: (ctx: { model: string; data: string; seq: number; batch: number }) => Promise<number>;
 }
 
-export interface TrainLogEntry {
-  step: number;
-  loss?: number;
-  evalLoss?: number;
-  lr: number;
-  ms: number;
-  tokensPerSecond: number;
-}
-
-export function parseFreeze(text: string, nLayer: number): number | null | 'auto' {
-  if (text === 'none') return null;
-  if (text === 'auto') return 'auto';
-  const k = Number(text);
-  if (!Number.isInteger(k) || k < 0) throw new UserError(`--freeze must be none, auto or a block count 0..${nLayer}, got '${text}'`);
-  if (k > nLayer) throw new UserError(`--freeze ${k}: the model has only ${nLayer} blocks (0 ≤ K ≤ ${nLayer})`);
-  return k;
-}
+export { parseFreeze, type TrainLogEntry } from '../train/finetune.ts';
+export { FINETUNE_DEFAULTS } from '../train/finetune.ts';
 
 /**
  * On --resume, the batch shape, data order and optimizer come from the saved run (that is what
@@ -147,36 +129,26 @@ async function finetune(o: FinetuneOptions, resumingOut: boolean): Promise<{ log
   const evalWin = o.eval ? windows(await loadTokens(o.eval, files), o.seq, o.eval) : null;
 
   const rt = await openRuntime();
-  const fit = fitTraining(rt, cfg, { B: o.batch, T: o.seq, accum: o.accum, freeze });
-  const weights = GpuWeights.upload(rt, cfg, await hostParams(files));
-  const graph = await TrainingGraph.build(rt, weights, { B: fit.B, T: o.seq, freeze, accum: fit.accum }, { kind: o.optimizer, weightDecay: o.weightDecay, maxGradNorm: o.clip });
-  const schedule = makeSchedule({ kind: o.schedule, lr: o.lr, warmup: o.warmup, totalSteps: o.steps });
-  const trainer = new Trainer(graph, schedule, o.clip);
-  const loader = new BatchLoader(win, fit.B, o.shuffle, o.seed);
-  let log: TrainLogEntry[] = [];
+  const model = { files, weights: GpuWeights.upload(rt, cfg, await hostParams(files)), seconds: 0 };
+  const run = await FinetuneRun.build(rt, model, win, evalWin, { ...o, freeze }, { onNote: (line) => progress(line) });
   if (resume) {
-    graph.optimizer.loadStateTensors(resume.optimizer as { name: string; data: Float32Array }[]);
-    trainer.step = resume.state.step as number;
-    loader.restore(resume.state.loader as LoaderState);
-    log = resume.log as TrainLogEntry[];
-    progress(`resuming ${o.resume} at step ${trainer.step}`);
+    run.restore({ step: resume.state.step as number, loader: resume.state.loader as LoaderState, optimizer: resume.optimizer, log: resume.log as TrainLogEntry[] });
+    progress(`resuming ${o.resume} at step ${run.step}`);
   }
-  // The same held-out loss as pretrain and demo: mean over every token of the first --eval-windows windows.
-  const evaluator = evalWin ? await WindowEvaluator.build(rt, weights, evalWin, fit.B) : null;
-  const evaluate = () => evaluator!.loss(o.evalWindows);
-
-  const mem = graph.memoryBreakdown();
   const fmt = (b: number) => `${(b / 2 ** 20).toFixed(1)} MiB`;
-  progress(`fine-tuning ${freeze === null ? 'all weights (--freeze none)' : `blocks ${freeze}..${cfg.nLayer - 1} (embeddings and blocks 0..${freeze - 1} frozen)`}: ${graph.trainable.reduce((s, t) => s + t.numel, 0).toLocaleString()} trainable parameters`);
-  progress(`GPU memory: ${Object.entries(mem).map(([k, v]) => `${k} ${fmt(v)}`).join(', ')}; ${o.optimizer}, ${describeSchedule(schedule)}, ${win.count} windows of ${o.seq}`);
+  progress(`fine-tuning ${describeFreeze(freeze, cfg.nLayer)}: ${run.trainableParameters().toLocaleString()} trainable parameters`);
+  progress(run.describe());
 
+  // Saved with absolute paths, so that a resume from another working directory finds them.
+  const absolutePaths = { model: resolve(o.model), data: resolve(o.data), out: resolve(o.out), eval: o.eval && resolve(o.eval), resume: o.resume && resolve(o.resume) };
+  let lastSaved = checkpointStep(o.out);
   const saveCheckpoint = async () => {
-    const params = await weights.download(rt);
-    // The loss is checked before each update; the weights after it are checked here, so a step
-    // that blew up never replaces the last good checkpoint.
-    for (const [name, x] of params) {
-      const bad = firstNonFinite(x);
-      if (bad >= 0) throw new UserError(`weight ${name}[${bad}] became ${x[bad]} after step ${trainer.step}: stopping without saving; the last good checkpoint (if any) in ${o.out} is kept. Try a lower --lr or --clip 1.`);
+    let params: Map<string, Float32Array>;
+    try {
+      params = await run.params();
+    } catch (e) {
+      if (e instanceof UserError) throw new UserError(`${e.message} The last good checkpoint (if any) in ${o.out} is kept.`);
+      throw e;
     }
     try {
       await writeCheckpoint(o.out, {
@@ -184,48 +156,34 @@ async function finetune(o: FinetuneOptions, resumingOut: boolean): Promise<{ log
         configJson: files.configJson,
         params,
         tokenizerJson: files.tokenizerJson,
-        optimizer: await graph.optimizer.stateTensors(),
-        state: { step: trainer.step, freeze, loader: loader.state, args: { ...o, ...absolutePaths, autoFreeze: undefined, overwrite: undefined, forceResume: undefined, freeze: freezeArg }, fingerprint },
-        log,
+        optimizer: await run.graph.optimizer.stateTensors(),
+        state: { step: run.step, freeze, loader: run.loader.state, args: { ...o, ...absolutePaths, autoFreeze: undefined, overwrite: undefined, forceResume: undefined, freeze: freezeArg }, fingerprint },
+        log: run.log,
       });
-      lastSaved = trainer.step;
+      lastSaved = run.step;
     } catch (e) {
       if (!(e instanceof CheckpointWriteError)) throw e;
       const free = e.availableBytes();
-      throw new UserError(`--out ${o.out}: cannot save the checkpoint of step ${trainer.step}: ${fsReason(e.cause)}; ${lastSaved !== null ? `the checkpoint of step ${lastSaved} there is kept` : 'there is no earlier checkpoint'}. A save needs ${fmt(e.neededBytes)} free there${free !== null ? ` (${fmt(free)} available now)` : ''}`);
+      throw new UserError(`--out ${o.out}: cannot save the checkpoint of step ${run.step}: ${fsReason(e.cause)}; ${lastSaved !== null ? `the checkpoint of step ${lastSaved} there is kept` : 'there is no earlier checkpoint'}. A save needs ${fmt(e.neededBytes)} free there${free !== null ? ` (${fmt(free)} available now)` : ''}`);
     }
   };
-  // Saved with absolute paths, so that a resume from another working directory finds them.
-  const absolutePaths = { model: resolve(o.model), data: resolve(o.data), out: resolve(o.out), eval: o.eval && resolve(o.eval), resume: o.resume && resolve(o.resume) };
-  let lastSaved = checkpointStep(o.out);
 
   const bar = new ProgressLine(0);
-  const tokensPerStep = o.batch * o.seq * o.accum;
-  const tStart = performance.now();
-  const startStep = trainer.step;
-  while (trainer.step < o.steps) {
-    const logNow = (trainer.step + 1) % o.logEvery === 0 || trainer.step + 1 === o.steps;
-    const r = await trainer.trainStep(loader, logNow);
-    const entry: TrainLogEntry = { step: r.step, lr: r.lr, ms: r.ms, tokensPerSecond: tokensPerStep / (r.ms / 1000) };
-    if (r.loss !== null) {
-      if (!Number.isFinite(r.loss)) {
-        throw new UserError(`the loss became ${r.loss} at step ${r.step}: stopping; the last good checkpoint (if any) in ${o.out} is kept. Try a lower --lr or --clip 1.`);
-      }
-      entry.loss = r.loss;
-    }
-    if (evalWin && (r.step % o.evalEvery === 0 || r.step === o.steps)) entry.evalLoss = await evaluate();
-    log.push(entry);
-    const done = r.step - startStep;
-    const elapsed = (performance.now() - tStart) / 1000;
-    if (r.loss !== null || entry.evalLoss !== undefined) {
-      bar.update(`step ${r.step}/${o.steps}  loss ${entry.loss?.toFixed(4) ?? '-'}${entry.evalLoss !== undefined ? `  eval ${entry.evalLoss.toFixed(4)}` : ''}  lr ${r.lr.toExponential(2)}  ${entry.tokensPerSecond.toFixed(0)} tok/s  ETA ${formatEta((elapsed / done) * (o.steps - r.step))}`, true);
-    }
-    if (o.saveEvery > 0 && r.step % o.saveEvery === 0 && r.step < o.steps) await saveCheckpoint();
+  try {
+    await run.run({
+      onStep: (entry, eta) => {
+        if (entry.loss === undefined && entry.evalLoss === undefined) return;
+        bar.update(`step ${entry.step}/${o.steps}  loss ${entry.loss?.toFixed(4) ?? '-'}${entry.evalLoss !== undefined ? `  eval ${entry.evalLoss.toFixed(4)}` : ''}  lr ${entry.lr.toExponential(2)}  ${entry.tokensPerSecond.toFixed(0)} tok/s  ETA ${formatEta(eta)}`, true);
+      },
+      onSave: () => saveCheckpoint(),
+    });
+  } catch (e) {
+    if (e instanceof UserError && e.message.startsWith('the loss became')) throw new UserError(`${e.message.replace('nothing of this step is saved', `the last good checkpoint (if any) in ${o.out} is kept`)}`);
+    throw e;
   }
   bar.done();
   await saveCheckpoint();
   progress(`saved ${o.out} (Hugging Face format: config.json, model.safetensors${files.tokenizerJson ? ', tokenizer.json' : ''}; plus optimizer.safetensors, train-state.json, train-log.json)`);
-  if (o.json) printJson({ freeze, steps: trainer.step, log });
-  return { log, freeze };
+  if (o.json) printJson(run.json());
+  return { log: run.log, freeze };
 }
-

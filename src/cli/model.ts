@@ -1,35 +1,26 @@
-// Loading a model directory and token data for the CLI commands.
+// Loading a model directory and token data for the CLI commands (the core's loaders, src/model/load.ts,
+// with the Node platform, the shared runtime and a progress line).
 import { basename } from 'node:path';
 import type { Runtime } from '../gpu/runtime.ts';
-import { checkVocab, parseTokenFile, tokenFileKind } from '../data/tokens.ts';
-import { nodePlatform, readBytes } from '../platform/node.ts';
-import { GpuWeights, hostParams, readModelDir, type ModelFiles } from '../model/weights.ts';
+import { describeModel, loadModel as loadModelCore, loadTokens as loadTokensCore, type LoadedModel as CoreLoadedModel } from '../model/load.ts';
+import type { ModelFiles } from '../model/weights.ts';
+import { nodePlatform } from '../platform/node.ts';
 import { UserError, openRuntime, progress } from './common.ts';
 
-export interface LoadedModel {
+export interface LoadedModel extends CoreLoadedModel {
   rt: Runtime;
-  files: ModelFiles;
-  weights: GpuWeights;
 }
 
 export async function loadModel(dir: string, opts: { quiet?: boolean } = {}): Promise<LoadedModel> {
-  const t0 = performance.now();
-  const files = await readModelDir(nodePlatform, dir);
-  const params = await hostParams(files);
   const rt = await openRuntime();
-  const weights = GpuWeights.upload(rt, files.config, params);
-  const c = files.config;
-  if (!opts.quiet) progress(`model ${dir}: ${c.nLayer} blocks × ${c.nEmbd}, ${c.nHead} heads, vocab ${c.vocabSize}, context ${c.nPositions} (loaded in ${((performance.now() - t0) / 1000).toFixed(1)} s)`);
-  return { rt, files, weights };
+  const m = await loadModelCore(nodePlatform, rt, dir);
+  if (!opts.quiet) progress(describeModel(dir, m));
+  return { ...m, rt };
 }
 
 /** Token ids from --data: .txt (tokenized with the model's tokenizer.json), .json ids, or llm.c .bin. */
-export async function loadTokens(path: string, files: ModelFiles): Promise<Int32Array> {
-  const kind = tokenFileKind(path);
-  if (kind === '.txt' && !files.tokenizer) throw new UserError(`${path}: a .txt file needs the model's tokenizer.json, and ${files.dir} has none`);
-  const ids = parseTokenFile(await readBytes(path), path, kind, files.tokenizer ?? undefined);
-  checkVocab(ids, files.config.vocabSize, path);
-  return ids;
+export function loadTokens(path: string, files: ModelFiles): Promise<Int32Array> {
+  return loadTokensCore(nodePlatform, path, files);
 }
 
 /** Ids from --tokens "1,2,3" or --text "..." (tokenized). */

@@ -1,32 +1,64 @@
-// Browser platform: navigator.gpu, files and kernels over fetch (or from Blobs the page already holds,
-// e.g. files the user picked, registered under a name in `files`).
+// Browser platform: navigator.gpu; files over fetch (model and data URLs, HTTP Range for weights) or
+// from Blobs the page already holds (files the user picked, registered under a name in `files`);
+// kernels from the bundle (`kernels`, see scripts/build-web.mjs) or else fetched from `kernelBaseUrl`.
+// Files written (a fine-tuned model) are kept in `written`, for the page to offer as downloads.
 import type { Platform, RandomAccessFile } from './types.ts';
 
-export function browserPlatform(kernelBaseUrl = './kernels/', files: ReadonlyMap<string, Blob> = new Map()): Platform {
+export interface BrowserPlatformOptions {
+  /** WGSL sources by kernel name (the library bundle carries them all). */
+  kernels?: Readonly<Record<string, string>>;
+  /** Where to fetch kernels/<name>.wgsl when `kernels` lacks one. */
+  kernelBaseUrl?: string;
+  /** Blobs (e.g. File objects the user picked) by the name the core will ask for. */
+  files?: ReadonlyMap<string, Blob>;
+}
+
+export interface BrowserPlatform extends Platform {
+  /** What writeFile produced, by path. */
+  readonly written: Map<string, Blob>;
+}
+
+export function browserPlatform(o: BrowserPlatformOptions = {}): BrowserPlatform {
+  const files = o.files ?? new Map<string, Blob>();
+  const kernelBaseUrl = o.kernelBaseUrl ?? './kernels/';
+  const written = new Map<string, Blob>();
   const fetchBytes = async (url: string) => {
-    const blob = files.get(url);
+    const blob = files.get(url) ?? written.get(url);
     if (blob) return new Uint8Array(await blob.arrayBuffer());
-    const r = await fetch(url);
+    let r: Response;
+    try {
+      r = await fetch(url);
+    } catch (e) {
+      throw new Error(`${url}: cannot fetch (${(e as Error).message}; is the address right, and does its server allow this page's origin?)`);
+    }
     if (!r.ok) throw new Error(`${url}: HTTP ${r.status}`);
     return new Uint8Array(await r.arrayBuffer());
   };
   return {
     name: 'browser',
+    written,
     gpu() {
       const gpu = (globalThis as { navigator?: { gpu?: GPU } }).navigator?.gpu;
-      if (!gpu) throw new Error('This browser has no WebGPU (navigator.gpu is missing).');
+      if (!gpu) throw new Error('This browser has no WebGPU (navigator.gpu is missing): use a recent Chrome, Edge or Safari, or Firefox with WebGPU enabled, on a page served over https or from localhost.');
       return gpu;
     },
     async kernelSource(name: string) {
+      const bundled = o.kernels?.[name];
+      if (bundled !== undefined) return bundled;
       return new TextDecoder().decode(await fetchBytes(`${kernelBaseUrl}${name}.wgsl`));
     },
     readBytes: fetchBytes,
     async openFile(url: string) {
-      const blob = files.get(url);
+      const blob = files.get(url) ?? written.get(url);
       return blob ? blobFile(url, blob) : rangeFile(url);
     },
+    async writeFile(path, data) {
+      const parts = Array.isArray(data) ? data : [data];
+      written.set(path, new Blob(parts as BlobPart[]));
+    },
+    now: () => performance.now(),
     adapterHelp() {
-      return 'No WebGPU adapter: enable WebGPU in this browser (Chromium: --enable-unsafe-webgpu).';
+      return 'No WebGPU adapter: this browser has WebGPU but gives no adapter (Chromium: enable it with --enable-unsafe-webgpu, or check chrome://gpu).';
     },
   };
 }
@@ -47,7 +79,12 @@ function blobFile(name: string, blob: Blob): RandomAccessFile {
 /** HTTP Range requests; the size comes from the first probe's Content-Range. */
 async function rangeFile(url: string): Promise<RandomAccessFile> {
   const ranged = async (first: number, last: number) => {
-    const r = await fetch(url, { headers: { Range: `bytes=${first}-${last}` } });
+    let r: Response;
+    try {
+      r = await fetch(url, { headers: { Range: `bytes=${first}-${last}` } });
+    } catch (e) {
+      throw new Error(`${url}: cannot fetch (${(e as Error).message}; is the address right, and does its server allow this page's origin?)`);
+    }
     if (!r.ok) throw new Error(`${url}: HTTP ${r.status}`);
     if (r.status !== 206) throw new Error(`${url}: the server ignores HTTP Range requests (needed to read large model files in parts)`);
     return r;
@@ -55,7 +92,7 @@ async function rangeFile(url: string): Promise<RandomAccessFile> {
   const probe = await ranged(0, 0);
   const size = Number(/\/(\d+)$/.exec(probe.headers.get('Content-Range') ?? '')?.[1]);
   await probe.arrayBuffer();
-  if (!Number.isSafeInteger(size)) throw new Error(`${url}: the server's Content-Range gives no file size`);
+  if (!Number.isSafeInteger(size)) throw new Error(`${url}: the server's Content-Range gives no file size (a server on another origin must list Content-Range in Access-Control-Expose-Headers)`);
   return {
     size,
     async read(position, into) {

@@ -191,6 +191,8 @@ export const nodePlatform: Platform = {
   },
   readBytes,
   openFile,
+  writeFile: writeFileAtomic,
+  now: () => performance.now(),
   adapterHelp() {
     return 'No WebGPU adapter. Run `npm run setup` (as root on Debian/Ubuntu it installs the software Vulkan driver, Mesa lavapipe); it prints the exact command otherwise.';
   },

@@ -12,6 +12,13 @@ export interface Platform {
   readBytes(path: string): Promise<Uint8Array>;
   /** Ranged reads of a user file too large to hold in one buffer (model weights can exceed 2 GiB). */
   openFile(path: string): Promise<RandomAccessFile>;
+  /**
+   * Write a whole file so that no reader ever sees half of it (Node: temp file + rename; a browser:
+   * kept in memory under `path` for the page to offer as a download).
+   */
+  writeFile(path: string, data: Uint8Array | string | Uint8Array[]): Promise<void>;
+  /** A monotonic clock in milliseconds (timings, progress rates, ETAs). */
+  now(): number;
   /** How to fix a missing adapter on this platform, shown in the error. */
   adapterHelp(): string;
 }

@@ -5,6 +5,8 @@ import type { TokenWindows } from '../data/tokens.ts';
 import type { Runtime } from '../gpu/runtime.ts';
 import { Gpt2Forward } from '../model/forward.ts';
 import type { GpuWeights } from '../model/weights.ts';
+import { UserError } from '../util/errors.ts';
+import { fitForwardBatch, type NoteSink } from './shapes.ts';
 
 export class WindowEvaluator {
   private readonly inputs: Int32Array;
@@ -48,4 +50,38 @@ export class WindowEvaluator {
     }
     return sum / tokens;
   }
+}
+
+export interface EvalResult {
+  loss: number;
+  perplexity: number;
+  windows: number;
+  tokens: number;
+  seq: number;
+  batch: number;
+  seconds: number;
+  tokensPerSecond: number;
+}
+
+/**
+ * `semfreeze eval` for every shell: mean loss and perplexity over the first `maxWindows` windows (all
+ * by default), batches of at most `batch` windows (fewer if the adapter cannot fit them).
+ */
+export async function evaluateWindows(
+  rt: Runtime,
+  weights: GpuWeights,
+  win: TokenWindows,
+  o: { batch: number; maxWindows?: number; now?: () => number; onNote?: NoteSink; onBatch?: (windowsDone: number, count: number, meanLoss: number, seconds: number) => void },
+): Promise<EvalResult> {
+  const now = o.now ?? (() => performance.now());
+  const count = o.maxWindows ? Math.min(o.maxWindows, win.count) : win.count;
+  const T = win.seq;
+  const B = Math.min(fitForwardBatch(rt, weights.cfg, { B: o.batch, T, kind: 'forward' }, undefined, o.onNote), count);
+  const evaluator = await WindowEvaluator.build(rt, weights, win, B);
+  const t0 = now();
+  const loss = await evaluator.loss(count, (done, mean) => o.onBatch?.(done, count, mean, (now() - t0) / 1000));
+  const seconds = (now() - t0) / 1000;
+  const n = count * T;
+  if (!Number.isFinite(loss)) throw new UserError(`the loss is ${loss}: the model's weights are not finite (or the data is broken)`);
+  return { loss, perplexity: Math.exp(loss), windows: count, tokens: n, seq: T, batch: B, seconds, tokensPerSecond: n / seconds };
 }
