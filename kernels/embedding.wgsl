@@ -1,5 +1,6 @@
 // Token + position embeddings, forward and backward.
-//   forward        out[b,t,:] = wte[ids[b,t], :] + wpe[t, :]
+//   forward        out[b,t,:] = scale·wte[ids[b,t], :] + wpe[t, :]   (GPT-2: scale 1, exact)
+//                  HAS_WPE = false: no position table (rotary models); scale = Gemma's √hidden.
 //                  wte may be split into parts of partRows rows each (the last may be shorter): one
 //                  storage binding is capped at 128 MiB on lavapipe, GPT-2's f32 wte is ~154 MB.
 //                  One dispatch binds up to 4 parts, partBase .. partBase+3, and writes only the
@@ -11,7 +12,8 @@
 //                  its positions ascending) and uploads it into `index` (layout below). Each unique id
 //                  is owned by exactly one workgroup (u = wgIndex, wgIndex + nWorkgroups, …), so
 //                  the sums and their order are fixed. One dispatch per wte part: ids outside
-//                  [rowStart, rowEnd) are skipped, dwte is that part's binding.
+//                  [rowStart, rowEnd) are skipped, dwte is that part's binding. The sum is
+//                  multiplied by the forward's scale (once, after summing).
 // index layout (u32): [0] count of unique ids, [1, 1+cap) unique ids, [1+cap, 2+2cap) offsets
 // (count+1 used: positions of unique id u are pos[offsets[u] .. offsets[u+1])), [2+2cap, 2+3cap)
 // positions (row numbers b·T + t).
@@ -20,9 +22,10 @@ override WG: u32 = 256;      // backward_wpe: one element per invocation
 override RWG: u32 = 64;      // forward: invocations per row (strided over C)
 override SWG: u32 = 64;      // backward_wte: invocations per workgroup (strided over C)
 override ACCUMULATE: bool = false;
+override HAS_WPE: bool = true;
 
-struct Params { B: u32, T: u32, C: u32, partRows: u32, partBase: u32 }
-struct WteParams { C: u32, cap: u32, rowStart: u32, rowEnd: u32 }
+struct Params { B: u32, T: u32, C: u32, partRows: u32, partBase: u32, scale: f32 }
+struct WteParams { C: u32, cap: u32, rowStart: u32, rowEnd: u32, scale: f32 }
 
 @group(0) @binding(0) var<storage, read> ids: array<u32>;
 @group(0) @binding(1) var<storage, read> wte0: array<f32>;
@@ -52,14 +55,12 @@ fn forward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: v
   let pe = (row % p.T) * C;
   let dst = row * C;
   let local = part - p.partBase;
-  if (local == 0u) {
-    for (var c = lid; c < C; c += RWG) { out[dst + c] = wte0[src + c] + wpe[pe + c]; }
-  } else if (local == 1u) {
-    for (var c = lid; c < C; c += RWG) { out[dst + c] = wte1[src + c] + wpe[pe + c]; }
-  } else if (local == 2u) {
-    for (var c = lid; c < C; c += RWG) { out[dst + c] = wte2[src + c] + wpe[pe + c]; }
-  } else {
-    for (var c = lid; c < C; c += RWG) { out[dst + c] = wte3[src + c] + wpe[pe + c]; }
+  for (var c = lid; c < C; c += RWG) {
+    var e: f32;
+    if (local == 0u) { e = wte0[src + c]; } else if (local == 1u) { e = wte1[src + c]; } else if (local == 2u) { e = wte2[src + c]; } else { e = wte3[src + c]; }
+    var v = e * p.scale;
+    if (HAS_WPE) { v += wpe[pe + c]; }
+    out[dst + c] = v;
   }
 }
 
@@ -91,7 +92,7 @@ fn backward_wte(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) n
     for (var c = lid; c < q.C; c += SWG) {
       var s = 0.0;
       for (var k = k0; k < k1; k++) { s += dout[index[pos + k] * q.C + c]; }
-      dwte[dst + c] += s;
+      dwte[dst + c] += s * q.scale;
     }
   }
 }

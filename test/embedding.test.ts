@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import {
-  buildTokenIndex, embeddingBackward, embeddingForward, packTokenIndex, TokenIndexBuffer, tokenIndexWords,
+  buildTokenIndex, embeddingBackward, embeddingBackwardWte, embeddingForward, packTokenIndex, TokenIndexBuffer, tokenIndexWords,
 } from '../src/ops/embedding.ts';
 import type { BufferBinding } from '../src/gpu/kernels.ts';
 import type { Runtime } from '../src/gpu/runtime.ts';
@@ -187,6 +187,34 @@ describe('embedding', () => {
     }
     for (const b of [dout, dwte, dwpe]) mem.destroy(b);
     index.destroy();
+  });
+
+  it('rotary models: no position table and a scaled token embedding (Gemma: √hidden), forward and dwte', async () => {
+    const rt = await runtime();
+    const seed = freshSeed();
+    const c: Case = { B: 2, T: 21, C: 37, V: 90, maxT: 21, partRows: 64 };
+    const d = data(seed, c);
+    const scale = Math.fround(Math.sqrt(37));
+    const mem = rt.memory;
+    const ids = mem.upload('t.ids', Uint32Array.from(d.ids));
+    const wte = mem.upload('t.wte', d.wte);
+    const out = mem.upload('t.out', poison(c.B * c.T * c.C));
+    const dout = mem.upload('t.dout', d.dout);
+    const dwte = mem.upload('t.dwte', d.dwte0);
+    const index = new TokenIndexBuffer(rt, c.B * c.T, 't.index');
+    index.upload(d.ids, c.V);
+    const fwd = await embeddingForward(rt, { B: c.B, T: c.T, C: c.C, ids, wte: ranges(wte, c.V, c.C, c.partRows), partRows: c.partRows, scale, out });
+    const bwd = await embeddingBackwardWte(rt, { C: c.C, index, dout, dwte: ranges(dwte, c.V, c.C, c.partRows), partRows: c.partRows, scale });
+    await rt.steps.run('embedding-scaled', [...fwd, ...bwd]);
+    const got = await mem.readFloat32(out);
+    const gotD = await mem.readFloat32(dwte);
+    for (const b of [ids, wte, out, dout, dwte]) mem.destroy(b);
+    index.destroy();
+    const zeros = new Float64Array(c.maxT * c.C);
+    const ref = refForward(d.ids, f64(d.wte).map((v) => v * scale), zeros, c.B, c.T, c.C);
+    const g = refBackward(f64(d.dout), d.ids, c.B, c.T, c.C, c.V, c.maxT);
+    expectRel(seed, 'scaled embedding forward', got, ref, 1e-6);
+    expectRel(seed, 'scaled dwte', gotD, g.dwte.map((v, i) => scale * v + d.dwte0[i]!), 1e-5);
   });
 
   it('backward is bit-identical across runs', async () => {

@@ -144,8 +144,10 @@ export interface EmbeddingForwardArgs {
   /** [V, C]: one binding, or row ranges of partRows rows each (for wte over one binding's limit). */
   wte: BufferBinding | readonly BufferBinding[];
   partRows?: number;
-  /** [≥T, C] */
-  wpe: BufferBinding;
+  /** [≥T, C]; absent for models without a position table (rotary positions). */
+  wpe?: BufferBinding;
+  /** The token embedding is multiplied by this (Gemma: √hidden); default 1. */
+  scale?: number;
   /** [B·T, C] */
   out: BufferBinding;
   /** Invocations per row; default embeddingRowWG(rt). */
@@ -157,12 +159,12 @@ export async function embeddingForward(rt: Runtime, args: EmbeddingForwardArgs):
   const { B, T, C } = args;
   checkPositive('embeddingForward', { B, T, C });
   const { list, partRows } = parts('embeddingForward', args.wte, args.partRows);
-  const kernel = await rt.kernels.kernel('embedding', 'forward', { RWG: args.wg ?? embeddingRowWG(rt) });
+  const kernel = await rt.kernels.kernel('embedding', 'forward', { RWG: args.wg ?? embeddingRowWG(rt), HAS_WPE: args.wpe !== undefined });
   const out: Dispatch[] = [];
   for (let partBase = 0; partBase < list.length; partBase += EMBEDDING_PARTS_PER_DISPATCH) {
-    const buffers: Record<string, BufferBinding> = { ids: args.ids, wpe: args.wpe, out: args.out };
+    const buffers: Record<string, BufferBinding> = { ids: args.ids, wpe: args.wpe ?? rt.dummy, out: args.out };
     for (let k = 0; k < EMBEDDING_PARTS_PER_DISPATCH; k++) buffers[`wte${k}`] = list[partBase + k] ?? rt.dummy;
-    const bound = rt.kernels.bind(kernel, buffers, { B, T, C, partRows, partBase });
+    const bound = rt.kernels.bind(kernel, buffers, { B, T, C, partRows, partBase, scale: args.scale ?? 1 });
     out.push({ bound, workgroups: grid(B * T) });
   }
   return out;
@@ -186,7 +188,7 @@ export async function embeddingBackwardWpe(rt: Runtime, args: EmbeddingBackwardW
   checkPositive('embeddingBackwardWpe', { B, T, C });
   const wg = fitWorkgroup(rt.gpu.limits, EMBEDDING_WG);
   const kernel = await rt.kernels.kernel('embedding', 'backward_wpe', { WG: wg, ACCUMULATE: !!args.accumulate });
-  const bound = rt.kernels.bind(kernel, { dout: args.dout, dwpe: args.dwpe }, { B, T, C, partRows: 0, partBase: 0 });
+  const bound = rt.kernels.bind(kernel, { dout: args.dout, dwpe: args.dwpe }, { B, T, C, partRows: 0, partBase: 0, scale: 1 });
   return { bound, workgroups: grid(Math.ceil((T * C) / wg)) };
 }
 
@@ -199,11 +201,13 @@ export interface EmbeddingBackwardWteArgs {
   /** [V, C], accumulated into (+=): it also receives the tied LM head's gradient. One binding or parts. */
   dwte: BufferBinding | readonly BufferBinding[];
   partRows?: number;
+  /** The forward's scale (the sum is multiplied by it); default 1. */
+  scale?: number;
   /** Invocations per unique id; default embeddingRowWG(rt). */
   wg?: number;
 }
 
-/** dwte[id,:] += Σ dout[positions of id,:]; one dispatch per dwte part. Always accumulates. */
+/** dwte[id,:] += scale·Σ dout[positions of id,:]; one dispatch per dwte part. Always accumulates. */
 export async function embeddingBackwardWte(rt: Runtime, args: EmbeddingBackwardWteArgs): Promise<Dispatch[]> {
   const { C } = args;
   const cap = args.index.capacity;
@@ -214,7 +218,7 @@ export async function embeddingBackwardWte(rt: Runtime, args: EmbeddingBackwardW
   return list.map((dwte, k) => {
     const rowStart = list.length > 1 ? k * partRows : 0;
     const rowEnd = list.length > 1 && k < list.length - 1 ? (k + 1) * partRows : NO_LIMIT;
-    const bound = rt.kernels.bind(kernel, { index: args.index.buffer, dout: args.dout, dwte }, { C, cap, rowStart, rowEnd });
+    const bound = rt.kernels.bind(kernel, { index: args.index.buffer, dout: args.dout, dwte }, { C, cap, rowStart, rowEnd, scale: args.scale ?? 1 });
     return { bound, workgroups };
   });
 }
