@@ -10,7 +10,7 @@ import { decodeText } from '../util/utf8.ts';
 import type { ModelConfig } from './config.ts';
 import { modelFile as join, readModelConfig } from './config-file.ts';
 import { ModelLoadError, checkFiniteTensor } from './errors.ts';
-import { canonicalName, paramSpecs, type ParamSpec } from './params.ts';
+import { canonicalName, embeddingName, hfName, paramSpecs, type ParamSpec } from './params.ts';
 
 export { ModelLoadError } from './errors.ts';
 
@@ -98,27 +98,29 @@ export function checkWeights(config: ModelConfig, weights: Pick<TensorSource, 's
   let lastBlock = -1;
   let lastBlockTensor = '';
   for (const name of weights.tensors.keys()) {
-    const canonical = canonicalName(name);
+    const canonical = canonicalName(name, config);
     const twin = stored.get(canonical);
     if (twin !== undefined) fail(weights.fileOf(name), `holds both '${twin}' and '${name}', the same parameter twice`);
     stored.set(canonical, name);
-    const block = Number(/^h\.(\d+)\./.exec(canonical)?.[1] ?? -1);
+    const block = Number((config.arch ? /^layers\.(\d+)\./ : /^h\.(\d+)\./).exec(canonical)?.[1] ?? -1);
     if (block > lastBlock) [lastBlock, lastBlockTensor] = [block, name];
   }
-  const blocks = (n: number) => (n === 0 ? 'no blocks' : `${n} block${n === 1 ? '' : 's'} (h.0..h.${n - 1})`);
+  const bp = config.arch ? 'layers' : 'h';
+  const nLayerKey = config.arch ? 'num_hidden_layers' : 'n_layer';
+  const blocks = (n: number) => (n === 0 ? 'no blocks' : `${n} block${n === 1 ? '' : 's'} (${bp}.0..${bp}.${n - 1})`);
   if (lastBlock >= config.nLayer) {
-    fail(weights.fileOf(lastBlockTensor), `has ${blocks(lastBlock + 1)} (e.g. '${lastBlockTensor}') but ${configPath} says n_layer ${config.nLayer}`);
+    fail(weights.fileOf(lastBlockTensor), `has ${blocks(lastBlock + 1)} (e.g. '${lastBlockTensor}') but ${configPath} says ${nLayerKey} ${config.nLayer}`);
   }
   const specs = paramSpecs(config);
   for (const spec of specs) {
     const name = stored.get(spec.name);
     if (name === undefined) {
       if (spec.block >= 0 && spec.block < config.nLayer && spec.block > lastBlock) {
-        fail(weights.source, `has ${blocks(lastBlock + 1)} but ${configPath} says n_layer ${config.nLayer} (no '${spec.name}')`);
+        fail(weights.source, `has ${blocks(lastBlock + 1)} but ${configPath} says ${nLayerKey} ${config.nLayer} (no '${spec.name}')`);
       }
-      const why = spec.name === 'lm_head.weight' ? 'tie_word_embeddings false' : `n_layer ${config.nLayer}`;
+      const why = spec.name === 'lm_head.weight' ? 'tie_word_embeddings false' : `${nLayerKey} ${config.nLayer}`;
       const some = [...weights.tensors.keys()].slice(0, 5).join(', ');
-      fail(weights.source, `missing tensor '${spec.name}' (or 'transformer.${spec.name}') required by ${configPath} (${why}); the weights have ${weights.tensors.size} tensors, e.g. ${some}`);
+      fail(weights.source, `missing tensor '${spec.name}' (or '${hfName(spec.name, config)}') required by ${configPath} (${why}); the weights have ${weights.tensors.size} tensors, e.g. ${some}`);
     }
     const info = weights.tensors.get(name!)!;
     const same = info.shape.length === spec.shape.length && info.shape.every((d, i) => d === spec.shape[i]);
@@ -129,9 +131,11 @@ export function checkWeights(config: ModelConfig, weights: Pick<TensorSource, 's
   for (const [canonical, name] of stored) {
     if (expected.has(canonical) || MASK_BUFFER.test(canonical)) continue;
     if (canonical === 'lm_head.weight') {
-      fail(weights.fileOf(name), `has '${name}' but ${configPath} ties the LM head to wte.weight (tie_word_embeddings true), so it would be ignored; set tie_word_embeddings to false to use it`);
+      fail(weights.fileOf(name), `has '${name}' but ${configPath} ties the LM head to ${embeddingName(config)} (tie_word_embeddings true), so it would be ignored; set tie_word_embeddings to false to use it`);
     }
-    fail(weights.fileOf(name), `tensor '${name}' is not a parameter of the GPT-2 that ${configPath} describes (n_layer ${config.nLayer}); semfreeze will not ignore weights silently`);
+    // HF's rotary inv_freq buffer is recomputed from the config, never a parameter.
+    if (config.arch && /^layers\.\d+\.self_attn\.rotary_emb\.inv_freq$/.test(canonical)) continue;
+    fail(weights.fileOf(name), `tensor '${name}' is not a parameter of the ${config.modelType === 'gpt2' ? 'GPT-2' : `${config.modelType} model`} that ${configPath} describes (${nLayerKey} ${config.nLayer}); semfreeze will not ignore weights silently`);
   }
   return stored;
 }
@@ -184,7 +188,7 @@ export class GpuWeights {
 
   /** The LM head's weight [V, C]: the token embedding when tied. */
   get head(): GPUBuffer {
-    return this.cfg.tiedHead ? this.get('wte.weight') : this.get('lm_head.weight');
+    return this.cfg.tiedHead ? this.get(embeddingName(this.cfg)) : this.get('lm_head.weight');
   }
 
   /** Read every parameter back (for checkpoints). */
