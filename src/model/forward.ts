@@ -1,6 +1,10 @@
-// The GPT-2 forward pass as one list of dispatches, built once per (model, B, T):
-// embeddings → N blocks → ln_f → LM head (in row chunks) → cross-entropy, with the residual stream
-// after every block captured into the trace buffer on the way (no extra pass).
+// The forward pass as one list of dispatches, built once per (model, B, T) from the model's spec
+// (src/model/spec.ts: GPT-2 and the Llama family share this builder):
+// embeddings → N blocks → final norm → LM head (in row chunks) → [soft-cap] → cross-entropy, with the
+// residual stream after every block captured into the trace buffer on the way (no extra pass).
+// A block is two sublayers, each norm → body → [post-norm] → residual add; the body is attention
+// (projections into one fused qkv row, [rotary], attention, output projection) or the MLP
+// (projections into one row, gelu or a gated activation, down projection).
 //
 // Blocks below `saveFrom` run forward-only through one set of scratch buffers (the frozen prefix,
 // or everything for inference); blocks from `saveFrom` up keep their activations for a backward
@@ -13,11 +17,17 @@ import type { Dispatch, StepItem } from '../gpu/step.ts';
 import { matmul } from '../ops/matmul.ts';
 import { attentionBufferBytes, attentionForward } from '../ops/attention.ts';
 import { layernormForward } from '../ops/layernorm.ts';
+import { rmsnormForward } from '../ops/rmsnorm.ts';
 import { geluForward } from '../ops/gelu.ts';
+import { gluForward } from '../ops/glu.ts';
+import { ropeForward, ropeInvFreq } from '../ops/rope.ts';
+import { residualAccumulate, residualAdd } from '../ops/residual.ts';
+import { softcapForward } from '../ops/softcap.ts';
 import { embeddingForward } from '../ops/embedding.ts';
 import { crossEntropyForward, crossEntropyLossSum } from '../ops/crossentropy.ts';
 import { traceGather } from '../ops/trace.ts';
 import type { ModelConfig } from './config.ts';
+import { modelSpec, type AttentionSpec, type ModelSpec, type NormSpec, type ProjSpec } from './spec.ts';
 import type { GpuWeights } from './weights.ts';
 
 export interface ForwardOptions {
@@ -35,24 +45,34 @@ export interface ForwardOptions {
   headChunkBytes?: number;
 }
 
+/** A norm's saved statistics: mean (LayerNorm only) and 1/σ per row. */
+export interface NormStats {
+  mean: GPUBuffer | null;
+  rstd: GPUBuffer;
+}
+
 /** Activations a block keeps for its backward (llm.c's list). */
 export interface BlockActs {
   /** Block input: the residual stream before the block. */
   resIn: GPUBuffer;
   ln1: GPUBuffer;
-  ln1Mean: GPUBuffer;
-  ln1Rstd: GPUBuffer;
+  ln1Stats: NormStats;
+  /** The attention's input [rows, qkvWidth] (after the rotary embedding). */
   qkv: GPUBuffer;
   att: GPUBuffer;
   attStats: GPUBuffer;
+  /** Post-norm models: the output projection's result (the post-norm's input) and its statistics. */
+  attnOut: GPUBuffer | null;
+  attnPostStats: NormStats | null;
   /** Residual after the attention half. */
   res2: GPUBuffer;
   ln2: GPUBuffer;
-  ln2Mean: GPUBuffer;
-  ln2Rstd: GPUBuffer;
-  /** MLP pre-activation and GELU output. */
-  fc: GPUBuffer;
-  fcGelu: GPUBuffer;
+  ln2Stats: NormStats;
+  /** The MLP's projection row (GPT-2: the pre-activation [rows, H]; gated: [gate | up], [rows, 2H]) and its activation [rows, H]. */
+  up: GPUBuffer;
+  act: GPUBuffer;
+  mlpOut: GPUBuffer | null;
+  mlpPostStats: NormStats | null;
   /** Block output (the next block's resIn). */
   resOut: GPUBuffer;
 }
@@ -104,8 +124,12 @@ export function headVocabChunk(cfg: ModelConfig, maxBinding: number, capBytes = 
   return rowChunkUnder(Math.min(maxBinding, capBytes), perRow, cfg.vocabSize, rowAlign(perRow));
 }
 
-export class Gpt2Forward {
+export class ModelForward {
   readonly cfg: ModelConfig;
+  /** The description every dispatch is built from. */
+  readonly spec: ModelSpec;
+  /** Rotary inverse frequencies [headDim/2] (the Llama family). */
+  readonly invFreq: GPUBuffer | null;
   readonly rows: number;
   /** Token ids [B·T] (u32), written per batch. */
   readonly ids: GPUBuffer;
@@ -114,10 +138,9 @@ export class Gpt2Forward {
   /** Residual stream buffer used in place by forward-only blocks; holds the boundary hidden state. */
   readonly x: GPUBuffer;
   readonly acts: BlockActs[] = [];
-  /** ln_f output [B·T, C] and its statistics (for the backward). */
+  /** Final norm output [B·T, C] and its statistics (for the backward). */
   readonly lnf: GPUBuffer;
-  readonly lnfMean: GPUBuffer;
-  readonly lnfRstd: GPUBuffer;
+  readonly lnfStats: NormStats;
   /** Logits: [B·T, V] when keepLogits, else one row chunk [rowChunk, ldLogits] reused. */
   readonly logits: GPUBuffer;
   /**
@@ -147,13 +170,17 @@ export class Gpt2Forward {
 
   private constructor(readonly rt: Runtime, readonly weights: GpuWeights, readonly opts: ForwardOptions) {
     const cfg = (this.cfg = weights.cfg);
+    const spec = (this.spec = modelSpec(cfg));
     const { B, T } = opts;
     if (T > cfg.nPositions) throw new Error(`sequence length ${T} exceeds n_positions ${cfg.nPositions}`);
     const C = cfg.nEmbd;
+    const H = cfg.nInner;
     const rows = (this.rows = B * T);
     const mem = rt.memory;
     const own = (b: GPUBuffer) => (this.owned.push(b), b);
     const f32 = (name: string, n: number) => own(mem.storage(name, n * 4));
+    const layerNorm = spec.finalNorm.kind === 'layernorm';
+    const stats = (name: string): NormStats => ({ mean: layerNorm ? f32(`${name}_mean`, rows) : null, rstd: f32(`${name}_rstd`, rows) });
     this.ids = f32('input.ids', rows);
     this.targets = f32('input.targets', rows);
     this.x = f32('act.x', rows * C);
@@ -166,34 +193,41 @@ export class Gpt2Forward {
     this.losses = f32('act.losses', rows);
     this.loss = f32('act.loss', 4);
     this.lnf = f32('act.lnf', rows * C);
-    this.lnfMean = f32('act.lnf_mean', rows);
-    this.lnfRstd = f32('act.lnf_rstd', rows);
-    const { statsBytes } = attentionBufferBytes({ B, T, C, nHead: cfg.nHead });
-    // Scratch for forward-only blocks (shared by all of them).
+    this.lnfStats = stats('act.lnf');
+    this.invFreq = cfg.arch ? own(mem.upload('rope.inv_freq', ropeInvFreq(ropeConfig(cfg)))) : null;
+    const block0 = spec.blocks[0]?.attention.body;
+    const { statsBytes } = attentionBufferBytes(attentionShape(B, T, C, block0));
+    const postNorms = spec.blocks.some((bl) => bl.attention.postNorm || bl.mlp.postNorm);
+    // Scratch for forward-only blocks (shared by all of them), and the post-norms' outputs.
     if (opts.saveFrom > 0) {
       this.scratch.ln = f32('act.scratch.ln', rows * C);
-      this.scratch.qkv = f32('act.scratch.qkv', rows * 3 * C);
-      this.scratch.att = f32('act.scratch.att', rows * C);
-      this.scratch.fc = f32('act.scratch.fc', rows * cfg.nInner);
-      this.scratch.fcGelu = f32('act.scratch.fc_gelu', rows * cfg.nInner);
+      this.scratch.qkv = f32('act.scratch.qkv', rows * spec.qkvWidth);
+      this.scratch.att = f32('act.scratch.att', rows * spec.attnWidth);
+      this.scratch.up = f32('act.scratch.up', rows * spec.upWidth);
+      this.scratch.act = f32('act.scratch.act', rows * H);
+      if (postNorms) this.scratch.proj = f32('act.scratch.proj', rows * C);
     }
+    if (postNorms) this.scratch.normed = f32('act.scratch.normed', rows * C);
     let resIn = this.x;
     for (let l = Math.max(0, opts.saveFrom); l < cfg.nLayer; l++) {
       const a = `act.h${l}`;
+      const bl = spec.blocks[l]!;
       const acts: BlockActs = {
         resIn,
         ln1: f32(`${a}.ln1`, rows * C),
-        ln1Mean: f32(`${a}.ln1_mean`, rows),
-        ln1Rstd: f32(`${a}.ln1_rstd`, rows),
-        qkv: f32(`${a}.qkv`, rows * 3 * C),
-        att: f32(`${a}.att`, rows * C),
+        ln1Stats: stats(`${a}.ln1`),
+        qkv: f32(`${a}.qkv`, rows * spec.qkvWidth),
+        att: f32(`${a}.att`, rows * spec.attnWidth),
         attStats: own(mem.storage(`${a}.att_stats`, statsBytes)),
+        attnOut: bl.attention.postNorm ? f32(`${a}.attn_out`, rows * C) : null,
+        attnPostStats: bl.attention.postNorm ? stats(`${a}.attn_post`) : null,
         res2: f32(`${a}.res2`, rows * C),
         ln2: f32(`${a}.ln2`, rows * C),
-        ln2Mean: f32(`${a}.ln2_mean`, rows),
-        ln2Rstd: f32(`${a}.ln2_rstd`, rows),
-        fc: f32(`${a}.fc`, rows * cfg.nInner),
-        fcGelu: f32(`${a}.fc_gelu`, rows * cfg.nInner),
+        ln2Stats: stats(`${a}.ln2`),
+        up: f32(`${a}.up`, rows * spec.upWidth),
+        act: f32(`${a}.act`, rows * H),
+        mlpOut: bl.mlp.postNorm ? f32(`${a}.mlp_out`, rows * C) : null,
+        mlpPostStats: bl.mlp.postNorm ? stats(`${a}.mlp_post`) : null,
         resOut: f32(`${a}.res3`, rows * C),
       };
       this.acts.push(acts);
@@ -206,8 +240,8 @@ export class Gpt2Forward {
     this.traceRows = t.kind === 'rows' ? own(mem.storage('trace.rows', 4 * (1 + t.capacity))) : null;
   }
 
-  static async build(rt: Runtime, weights: GpuWeights, opts: ForwardOptions): Promise<Gpt2Forward> {
-    const f = new Gpt2Forward(rt, weights, opts);
+  static async build(rt: Runtime, weights: GpuWeights, opts: ForwardOptions): Promise<ModelForward> {
+    const f = new ModelForward(rt, weights, opts);
     await f.buildItems();
     return f;
   }
@@ -235,22 +269,39 @@ export class Gpt2Forward {
     }
   }
 
+  /** Dispatches of one norm: LayerNorm (GPT-2) or RMSNorm (w or 1 + w); statistics saved when given. */
+  async norm(spec: NormSpec, inp: BufferBinding, out: BufferBinding, stats?: NormStats | null): Promise<Dispatch[]> {
+    const { rt, rows } = this;
+    const C = this.cfg.nEmbd;
+    const w = this.weights;
+    const eps = this.spec.eps;
+    if (spec.kind === 'layernorm') return [await layernormForward(rt, { inp, gamma: w.get(spec.weight), beta: w.get(spec.bias!), out, mean: stats?.mean ?? undefined, rstd: stats?.rstd, rows, C, eps })];
+    return [await rmsnormForward(rt, { inp, weight: w.get(spec.weight), out, rstd: stats?.rstd, rows, C, eps, plusOne: spec.kind === 'rmsnorm1p' })];
+  }
+
+  /** out[:, p.outOffset ..] (+)= inp·W (+ b): one projection into its columns of a row of width ldOut. */
+  async proj(p: ProjSpec, inp: BufferBinding, out: BufferBinding, ldOut: number, accumulate = false): Promise<Dispatch[]> {
+    const w = this.weights;
+    const common = { M: this.rows, N: p.outputs, K: p.inputs, a: inp, c: out, ldc: ldOut, cOff: p.outOffset, bias: p.bias ? w.get(p.bias) : undefined, accumulate };
+    return matmul(this.rt, { ...common, form: p.layout === 'in_out' ? 'nn' : 'nt', b: w.get(p.weight) });
+  }
+
   private async buildItems(): Promise<void> {
-    const { rt, cfg, weights: w, opts } = this;
+    const { rt, cfg, weights: w, opts, spec } = this;
     const { B, T } = opts;
     const C = cfg.nEmbd;
     const H = cfg.nInner;
     const rows = this.rows;
-    const eps = cfg.layerNormEpsilon;
     const push = (d: Dispatch | Dispatch[]) => this.items.push(...(Array.isArray(d) ? d : [d]));
     const copy = (src: GPUBuffer, dst: GPUBuffer) => this.items.push({ copy: { src, srcOffset: 0, dst, dstOffset: 0, bytes: rows * C * 4 } });
 
-    push(await embeddingForward(rt, { ids: this.ids, ...this.wteParts(), wpe: w.get('wpe.weight'), out: this.x, B, T, C }));
+    const e = spec.embedding;
+    push(await embeddingForward(rt, { ids: this.ids, ...this.wteParts(), wpe: e.positions ? w.get(e.positions) : undefined, scale: e.scale, out: this.x, B, T, C }));
     await this.capture(0, this.x);
 
     const first = cfg.nLayer - this.acts.length;
     for (let l = 0; l < cfg.nLayer; l++) {
-      const p = (n: string) => w.get(`h.${l}.${n}`);
+      const bl = spec.blocks[l]!;
       const saved = l >= first ? this.acts[l - first]! : null;
       const s = this.scratch;
       const resIn = saved ? saved.resIn : this.x;
@@ -259,32 +310,37 @@ export class Gpt2Forward {
       const att = saved?.att ?? s.att!;
       const res2 = saved?.res2 ?? this.x;
       const ln2 = saved?.ln2 ?? s.ln!;
-      const fc = saved?.fc ?? s.fc!;
-      const fcGelu = saved?.fcGelu ?? s.fcGelu!;
+      const up = saved?.up ?? s.up!;
+      const act = saved?.act ?? s.act!;
       const resOut = saved?.resOut ?? this.x;
 
-      push(await layernormForward(rt, { inp: resIn, gamma: p('ln_1.weight'), beta: p('ln_1.bias'), out: ln1, mean: saved?.ln1Mean, rstd: saved?.ln1Rstd, rows, C, eps }));
-      push(await matmul(rt, { form: 'nn', M: rows, N: 3 * C, K: C, a: ln1, b: p('attn.c_attn.weight'), bias: p('attn.c_attn.bias'), c: qkv }));
-      push(await attentionForward(rt, { qkv, out: att, stats: saved?.attStats, save: !!saved, B, T, C, nHead: cfg.nHead }));
-      // Residual add fused into the projection: res2 = resIn + att·W + b (copy, then accumulate).
-      if (res2 !== resIn) copy(resIn, res2);
-      push(await matmul(rt, { form: 'nn', M: rows, N: C, K: C, a: att, b: p('attn.c_proj.weight'), bias: p('attn.c_proj.bias'), c: res2, accumulate: true }));
-      push(await layernormForward(rt, { inp: res2, gamma: p('ln_2.weight'), beta: p('ln_2.bias'), out: ln2, mean: saved?.ln2Mean, rstd: saved?.ln2Rstd, rows, C, eps }));
-      push(await matmul(rt, { form: 'nn', M: rows, N: H, K: C, a: ln2, b: p('mlp.c_fc.weight'), bias: p('mlp.c_fc.bias'), c: fc }));
-      push(await geluForward(rt, { inp: fc, out: fcGelu, n: rows * H }));
-      if (resOut !== res2) copy(res2, resOut);
-      push(await matmul(rt, { form: 'nn', M: rows, N: C, K: H, a: fcGelu, b: p('mlp.c_proj.weight'), bias: p('mlp.c_proj.bias'), c: resOut, accumulate: true }));
+      // Attention half: res2 = resIn + [post-norm](o(attention(rope(qkv(norm(resIn)))))).
+      const at = bl.attention;
+      push(await this.norm(at.norm, resIn, ln1, saved?.ln1Stats));
+      for (const p of at.body.qkv) push(await this.proj(p, ln1, qkv, spec.qkvWidth));
+      if (at.body.rope) push(await ropeForward(rt, { qkv, invFreq: this.invFreq!, B, T, nHead: at.body.nHead, nKvHead: at.body.nKvHead, headDim: at.body.headDim }));
+      push(await attentionForward(rt, { ...attentionShape(B, T, C, at.body), qkv, out: att, stats: saved?.attStats, save: !!saved }));
+      await this.residual(at.body.o, att, at.postNorm, resIn, res2, saved?.attnOut ?? s.proj, saved?.attnPostStats, copy, push);
+
+      // MLP half: resOut = res2 + [post-norm](down(act(up(norm(res2))))).
+      const ml = bl.mlp;
+      push(await this.norm(ml.norm, res2, ln2, saved?.ln2Stats));
+      for (const p of ml.body.up) push(await this.proj(p, ln2, up, spec.upWidth));
+      if (ml.body.kind === 'gelu') push(await geluForward(rt, { inp: up, out: act, n: rows * H }));
+      else push(await gluForward(rt, { act: ml.body.kind === 'swiglu' ? 'silu' : 'gelu_tanh', rows, H, inp: { fused: up }, out: act }));
+      await this.residual(ml.body.down, act, ml.postNorm, res2, resOut, saved?.mlpOut ?? s.proj, saved?.mlpPostStats, copy, push);
       await this.capture(l + 1, resOut);
     }
 
     const last = this.residualAfter(cfg.nLayer - 1);
-    push(await layernormForward(rt, { inp: last, gamma: w.get('ln_f.weight'), beta: w.get('ln_f.bias'), out: this.lnf, mean: this.lnfMean, rstd: this.lnfRstd, rows, C, eps }));
+    push(await this.norm(spec.finalNorm, last, this.lnf, this.lnfStats));
     if (this.opts.keepLogits || this.opts.loss) {
       for (let r0 = 0; r0 < rows; r0 += this.rowChunk) {
         const r = Math.min(this.rowChunk, rows - r0);
         push(await this.headChunk(r0, r));
+        const lo = this.opts.keepLogits ? r0 : 0;
+        if (spec.finalSoftcap > 0) push(await softcapForward(rt, { logits: this.logitsRange(lo, r), rows: r, V: cfg.vocabSize, ld: this.ldLogits, cap: spec.finalSoftcap }));
         if (this.opts.loss) {
-          const lo = this.opts.keepLogits ? r0 : 0;
           push(await crossEntropyForward(rt, { logits: this.logitsRange(lo, r), targets: this.targets, losses: this.losses, rowOff: r0, rows: r, V: cfg.vocabSize, ld: this.ldLogits }));
         }
       }
@@ -292,11 +348,29 @@ export class Gpt2Forward {
     }
   }
 
+  /**
+   * A sublayer's output projection and residual add: out = resIn + [postNorm](inp·W + b).
+   * Without a post-norm the add is fused into the projection (copy resIn, then accumulate); with one,
+   * the projection goes to `projOut` (kept for the backward when saved), is normalised, then added.
+   */
+  private async residual(o: ProjSpec, inp: GPUBuffer, postNorm: NormSpec | undefined, resIn: GPUBuffer, out: GPUBuffer, projOut: GPUBuffer | null | undefined, stats: NormStats | null | undefined, copy: (src: GPUBuffer, dst: GPUBuffer) => void, push: (d: Dispatch | Dispatch[]) => void): Promise<void> {
+    const n = this.rows * this.cfg.nEmbd;
+    if (!postNorm) {
+      if (out !== resIn) copy(resIn, out);
+      push(await this.proj(o, inp, out, this.cfg.nEmbd, true));
+      return;
+    }
+    push(await this.proj(o, inp, projOut!, this.cfg.nEmbd));
+    const normed = this.scratch.normed!;
+    push(await this.norm(postNorm, projOut!, normed, stats));
+    push(out === resIn ? await residualAccumulate(this.rt, { n, acc: out, b: normed }) : await residualAdd(this.rt, { n, a: resIn, b: normed, out }));
+  }
+
   /** The token embedding as row ranges that each fit one binding (GPT-2's f32 wte is 154 MB). */
   wteParts(): { wte: BufferBinding[]; partRows: number } {
     const V = this.cfg.vocabSize;
     const C = this.cfg.nEmbd;
-    const wte = this.weights.get('wte.weight');
+    const wte = this.weights.get(this.spec.embedding.tokens);
     const parts: BufferBinding[] = [];
     for (let v0 = 0; v0 < V; v0 += this.vocabChunk) parts.push(range(wte, v0 * C * 4, Math.min(this.vocabChunk, V - v0) * C * 4));
     return { wte: parts, partRows: this.vocabChunk };
@@ -367,6 +441,27 @@ export class Gpt2Forward {
     return (await this.rt.memory.readFloat32(this.loss, 0, 1))[0]!;
   }
 }
+
+/** The attention kernel's shape for one block's attention spec (GPT-2: nKvHead = nHead, hd = C/nHead). */
+export function attentionShape(B: number, T: number, C: number, a: AttentionSpec | undefined) {
+  return a
+    ? { B, T, C, nHead: a.nHead, nKvHead: a.nKvHead, headDim: a.headDim, scale: a.scale, softcap: a.softcap, window: a.window }
+    : { B, T, C, nHead: 1 };
+}
+
+/** The rotary settings of a Llama-family config, as ropeInvFreq takes them. */
+export function ropeConfig(cfg: ModelConfig) {
+  const a = cfg.arch!;
+  const sc = a.ropeScaling;
+  return {
+    headDim: a.headDim,
+    ropeTheta: a.ropeTheta,
+    ropeScaling: sc ? { rope_type: 'llama3' as const, factor: sc.factor, low_freq_factor: sc.lowFreqFactor, high_freq_factor: sc.highFreqFactor, original_max_position_embeddings: sc.originalMaxPositionEmbeddings } : null,
+  };
+}
+
+/** Compatibility name: the forward was GPT-2's alone before the Llama family joined. */
+export { ModelForward as Gpt2Forward };
 
 export function range(buffer: GPUBuffer, offset: number, size: number): BufferBinding {
   return offset === 0 && size === buffer.size ? buffer : { buffer, offset, size };

@@ -1,23 +1,30 @@
-// One training step of GPT-2 as dispatch lists built once: forward (frozen prefix forward-only),
+// One training step as dispatch lists built once from the model's spec (src/model/spec.ts: GPT-2 and
+// the Llama family share it): forward (frozen prefix forward-only),
 // LM head + cross-entropy + head backward in row chunks, then the backward through the trainable
 // suffix only, then the optimizer. The truncation at the freeze boundary is explicit here:
 //   - the backward visits ln_f and blocks N−1 … K, nothing below;
 //   - block K (the lowest trainable) computes its weight gradients but not the gradient of its
-//     input (ln_1's dx is skipped), unless the embeddings train (freeze none);
-//   - blocks below K ran forward-only in shared scratch (Gpt2Forward with saveFrom = K); only the
+//     input (its first norm's dx is skipped), unless the embeddings train (freeze none);
+//   - blocks below K ran forward-only in shared scratch (ModelForward with saveFrom = K); only the
 //     boundary hidden state (the shared residual buffer) is kept;
 //   - gradient buffers and optimizer state exist only for trainable tensors.
 import type { Runtime } from '../gpu/runtime.ts';
 import type { Dispatch, StepItem } from '../gpu/step.ts';
+import type { BufferBinding } from '../gpu/kernels.ts';
 import { matmul } from '../ops/matmul.ts';
 import { attentionBackward, attentionBufferBytes } from '../ops/attention.ts';
 import { layernormBackward, layernormBackwardParams, layernormScratchElems } from '../ops/layernorm.ts';
+import { rmsnormBackward, rmsnormBackwardParams, rmsnormScratchElems } from '../ops/rmsnorm.ts';
 import { geluBackward } from '../ops/gelu.ts';
+import { gluBackward } from '../ops/glu.ts';
+import { ropeBackward } from '../ops/rope.ts';
+import { softcapBackward, softcapForward } from '../ops/softcap.ts';
 import { embeddingBackwardWpe, embeddingBackwardWte, TokenIndexBuffer } from '../ops/embedding.ts';
 import { crossEntropyFused, crossEntropyLossSum } from '../ops/crossentropy.ts';
 import { columnSum, columnSumScratchElemsFor } from '../ops/reduce.ts';
-import { Gpt2Forward, range } from '../model/forward.ts';
+import { ModelForward, attentionShape, range, type NormStats } from '../model/forward.ts';
 import { decays, isTrainable, type ParamSpec } from '../model/params.ts';
+import type { NormSpec, ProjSpec } from '../model/spec.ts';
 import type { GpuWeights } from '../model/weights.ts';
 import { Optimizer, type OptimizerOptions } from './optimizer.ts';
 
@@ -28,12 +35,12 @@ export interface TrainingShape {
   freeze: number | null;
   /** Micro-batches per optimizer step (gradient accumulation). */
   accum: number;
-  /** Bytes of head weight per head product (see Gpt2Forward; tests make it small). */
+  /** Bytes of head weight per head product (see ModelForward; tests make it small). */
   headChunkBytes?: number;
 }
 
 export class TrainingGraph {
-  readonly forward: Gpt2Forward;
+  readonly forward: ModelForward;
   readonly trainable: ParamSpec[];
   /** Gradient buffers of the trainable tensors only (`grad.<name>`). */
   readonly grads: Map<string, GPUBuffer>;
@@ -49,7 +56,7 @@ export class TrainingGraph {
   readonly updateItems: Dispatch[] = [];
   private readonly scratch: Record<string, GPUBuffer> = {};
 
-  private constructor(readonly rt: Runtime, readonly weights: GpuWeights, readonly shape: TrainingShape, forward: Gpt2Forward, optimizer: Optimizer, grads: Map<string, GPUBuffer>) {
+  private constructor(readonly rt: Runtime, readonly weights: GpuWeights, readonly shape: TrainingShape, forward: ModelForward, optimizer: Optimizer, grads: Map<string, GPUBuffer>) {
     this.forward = forward;
     this.optimizer = optimizer;
     this.grads = grads;
@@ -74,7 +81,7 @@ export class TrainingGraph {
       throw new Error(`--freeze ${shape.freeze}: must be between 0 and the number of blocks (${N}), or 'none'`);
     }
     if (!(Number.isInteger(shape.accum) && shape.accum >= 1)) throw new Error(`accumulation steps must be a positive integer, got ${shape.accum}`);
-    const forward = await Gpt2Forward.build(rt, weights, { B: shape.B, T: shape.T, saveFrom: shape.freeze ?? 0, trace: { kind: 'none' }, loss: false, keepLogits: false, headChunkBytes: shape.headChunkBytes });
+    const forward = await ModelForward.build(rt, weights, { B: shape.B, T: shape.T, saveFrom: shape.freeze ?? 0, trace: { kind: 'none' }, loss: false, keepLogits: false, headChunkBytes: shape.headChunkBytes });
     const grads = new Map<string, GPUBuffer>();
     const trainable = weights.specs.filter((s) => isTrainable(s, shape.freeze));
     for (const s of trainable) grads.set(s.name, rt.memory.storage(`grad.${s.name}`, s.numel * 4));
@@ -90,9 +97,53 @@ export class TrainingGraph {
     return b;
   }
 
+  /**
+   * Backward of one norm: dx (+)= ∂/∂x (skipped when `dx` is null: the truncation), and the weight
+   * (and LayerNorm bias) gradients accumulated.
+   */
+  private async normBackward(spec: NormSpec, dout: GPUBuffer, inp: GPUBuffer, stats: NormStats, dx: GPUBuffer | null, accumulateDx: boolean): Promise<Dispatch[]> {
+    const { rt } = this;
+    const rows = this.shape.B * this.shape.T;
+    const C = this.cfg.nEmbd;
+    const s = this.scratch;
+    const w = this.weights.get(spec.weight);
+    const dw = this.grad(spec.weight);
+    if (spec.kind === 'layernorm') {
+      const common = { rows, C, dout, inp, mean: stats.mean!, rstd: stats.rstd, dgamma: dw, dbeta: this.grad(spec.bias!), scratch: s.normScratch! };
+      return dx ? layernormBackward(rt, { ...common, gamma: w, dx, accumulate: accumulateDx, accumulateParams: true }) : layernormBackwardParams(rt, { ...common, accumulate: true });
+    }
+    const common = { rows, C, dout, inp, rstd: stats.rstd, dweight: dw, scratch: s.normScratch! };
+    return dx ? rmsnormBackward(rt, { ...common, weight: w, dx, accumulate: accumulateDx, accumulateParams: true, plusOne: spec.kind === 'rmsnorm1p' }) : rmsnormBackwardParams(rt, { ...common, accumulate: true });
+  }
+
+  /**
+   * Backward of one projection y[:, off..] = x·W + b whose output gradient is columns
+   * [p.outOffset, p.outOffset + p.outputs) of `dy` (row stride ldy): dx (+)= dy·Wᵀ, dW += xᵀ·dy, db += Σ dy.
+   */
+  private async projBackward(p: ProjSpec, x: GPUBuffer, dy: GPUBuffer, ldy: number, dx: GPUBuffer, accumulateDx: boolean): Promise<Dispatch[]> {
+    const { rt } = this;
+    const rows = this.shape.B * this.shape.T;
+    const W = this.weights.get(p.weight);
+    const dW = this.grad(p.weight);
+    const dyView = { a: dy as BufferBinding, lda: ldy, aOff: p.outOffset };
+    const out: Dispatch[] = [];
+    if (p.layout === 'in_out') {
+      // W [in, out]: dx = dy·Wᵀ, dW [in, out] += xᵀ·dy.
+      out.push(...await matmul(rt, { form: 'nt', M: rows, N: p.inputs, K: p.outputs, ...dyView, b: W, c: dx, accumulate: accumulateDx }));
+      out.push(...await matmul(rt, { form: 'tn', M: p.inputs, N: p.outputs, K: rows, a: x, b: dy, ldb: ldy, bOff: p.outOffset, c: dW, accumulate: true }));
+    } else {
+      // W [out, in]: dx = dy·W, dW [out, in] += dyᵀ·x.
+      out.push(...await matmul(rt, { form: 'nn', M: rows, N: p.inputs, K: p.outputs, ...dyView, b: W, c: dx, accumulate: accumulateDx }));
+      out.push(...await matmul(rt, { form: 'tn', M: p.outputs, N: p.inputs, K: rows, ...dyView, b: x, c: dW, accumulate: true }));
+    }
+    if (p.bias) out.push(...await columnSum(rt, { inp: dy, ld: ldy, off: p.outOffset, out: this.grad(p.bias), rows, N: p.outputs, scratch: this.scratch.colScratch, accumulate: true }));
+    return out;
+  }
+
   private async buildItems(): Promise<void> {
     const { rt, cfg, shape } = this;
     const f = this.forward;
+    const spec = f.spec;
     const { B, T } = shape;
     const rows = B * T;
     const C = cfg.nEmbd;
@@ -105,16 +156,20 @@ export class TrainingGraph {
     const mem = rt.memory;
     const f32 = (name: string, n: number) => mem.storage(name, n * 4);
     const s = this.scratch;
+    const postNorms = spec.blocks.some((bl) => bl.attention.postNorm || bl.mlp.postNorm);
     s.dres = f32('bwd.dres', rows * C);
     s.dln = f32('bwd.dln', rows * C);
-    s.datt = f32('bwd.datt', rows * C);
-    s.dqkv = f32('bwd.dqkv', rows * 3 * C);
-    s.dfc = f32('bwd.dfc', rows * H);
-    s.dfcPre = f32('bwd.dfc_pre', rows * H);
-    s.lnScratch = f32('bwd.ln_scratch', layernormScratchElems(rows, C));
-    // One scratch for the bias sums of every width below (c_proj C, c_fc H, c_attn 3C).
-    s.colScratch = f32('bwd.col_scratch', Math.max(4, columnSumScratchElemsFor(rows, [C, 3 * C, H])));
-    s.attScratch = mem.storage('bwd.att_scratch', attentionBufferBytes({ B, T, C, nHead: cfg.nHead }).scratchBytes);
+    s.datt = f32('bwd.datt', rows * spec.attnWidth);
+    s.dqkv = f32('bwd.dqkv', rows * spec.qkvWidth);
+    s.dact = f32('bwd.dact', rows * H);
+    s.dup = f32('bwd.dup', rows * spec.upWidth);
+    if (postNorms) s.dproj = f32('bwd.dproj', rows * C);
+    s.normScratch = f32('bwd.norm_scratch', spec.finalNorm.kind === 'layernorm' ? layernormScratchElems(rows, C) : rmsnormScratchElems(rows, C));
+    // One scratch for the bias sums of every width below.
+    const biasWidths = spec.blocks.flatMap((bl) => [bl.attention.body.o, ...bl.attention.body.qkv, bl.mlp.body.down, ...bl.mlp.body.up]).filter((p) => p.bias).map((p) => p.outputs);
+    s.colScratch = f32('bwd.col_scratch', Math.max(4, columnSumScratchElemsFor(rows, biasWidths)));
+    s.attScratch = mem.storage('bwd.att_scratch', attentionBufferBytes(attentionShape(B, T, C, spec.blocks[0]?.attention.body)).scratchBytes);
+    if (spec.finalSoftcap > 0) s.softcapDeriv = f32('bwd.softcap_deriv', f.rowChunk * V);
 
     // Zero every gradient at the start of an optimizer step; every gradient kernel accumulates.
     this.zeroItems.push(...this.optimizer.zeroGradDispatches());
@@ -122,69 +177,74 @@ export class TrainingGraph {
     for (let micro = 0; micro < shape.accum; micro++) {
       const items: StepItem[] = [...f.items];
       const push = (d: Dispatch | Dispatch[]) => items.push(...(Array.isArray(d) ? d : [d]));
-      // --- LM head + cross-entropy + head backward, in row chunks through one logits buffer.
+      // --- LM head + [soft-cap] + cross-entropy + head backward, in row chunks through one logits buffer.
       const scale = 1 / (rows * shape.accum);
       for (let r0 = 0; r0 < rows; r0 += f.rowChunk) {
         const r = Math.min(f.rowChunk, rows - r0);
+        const logits = f.logitsRange(0, r);
         push(await f.headChunk(r0, r));
-        push(await crossEntropyFused(rt, { logits: f.logitsRange(0, r), targets: f.targets, losses: f.losses, rowOff: r0, rows: r, V, ld: f.ldLogits, scale }));
+        if (spec.finalSoftcap > 0) push(await softcapForward(rt, { logits, rows: r, V, ld: f.ldLogits, cap: spec.finalSoftcap, deriv: s.softcapDeriv }));
+        push(await crossEntropyFused(rt, { logits, targets: f.targets, losses: f.losses, rowOff: r0, rows: r, V, ld: f.ldLogits, scale }));
+        if (spec.finalSoftcap > 0) push(await softcapBackward(rt, { dlogits: logits, rows: r, V, ld: f.ldLogits, cap: spec.finalSoftcap, deriv: s.softcapDeriv }));
         for (let v0 = 0; v0 < V; v0 += f.headRows) {
           const vc = Math.min(f.headRows, V - v0);
           const headRange = range(this.weights.head, v0 * C * 4, vc * C * 4);
           // dlnf[rows] (+)= dlogits[:, v0:v0+vc] · head[v0:v0+vc]
-          push(await matmul(rt, { form: 'nn', M: r, N: C, K: vc, a: f.logitsRange(0, r), lda: f.ldLogits, aOff: v0, b: headRange, c: range(s.dln, r0 * C * 4, r * C * 4), accumulate: v0 > 0 }));
+          push(await matmul(rt, { form: 'nn', M: r, N: C, K: vc, a: logits, lda: f.ldLogits, aOff: v0, b: headRange, c: range(s.dln, r0 * C * 4, r * C * 4), accumulate: v0 > 0 }));
           if (headTrains) {
-            const dhead = cfg.tiedHead ? this.grad('wte.weight') : this.grad('lm_head.weight');
+            const dhead = cfg.tiedHead ? this.grad(spec.embedding.tokens) : this.grad('lm_head.weight');
             // dhead[v0:v0+vc] += dlogits[:, v0:v0+vc]ᵀ · lnf[rows]
-            push(await matmul(rt, { form: 'tn', M: vc, N: C, K: r, a: f.logitsRange(0, r), lda: f.ldLogits, aOff: v0, b: range(f.lnf, r0 * C * 4, r * C * 4), c: range(dhead, v0 * C * 4, vc * C * 4), accumulate: true }));
+            push(await matmul(rt, { form: 'tn', M: vc, N: C, K: r, a: logits, lda: f.ldLogits, aOff: v0, b: range(f.lnf, r0 * C * 4, r * C * 4), c: range(dhead, v0 * C * 4, vc * C * 4), accumulate: true }));
           }
         }
       }
       push(await crossEntropyLossSum(rt, { losses: f.losses, n: rows, total: this.stepLosses, outIdx: micro, scale: 1 / rows }));
 
-      // --- ln_f backward: dres = LN_f'(dlnf).
-      const lastRes = f.residualAfter(N - 1);
-      push(await layernormBackward(rt, { rows, C, dout: s.dln, inp: lastRes, gamma: this.weights.get('ln_f.weight'), mean: f.lnfMean, rstd: f.lnfRstd, dx: s.dres, dgamma: this.grad('ln_f.weight'), dbeta: this.grad('ln_f.bias'), scratch: s.lnScratch, accumulateParams: true }));
+      // --- Final norm backward: dres = norm'(dlnf).
+      push(await this.normBackward(spec.finalNorm, s.dln, f.residualAfter(N - 1), f.lnfStats, s.dres, false));
 
-      // --- Blocks N−1 … K.
+      // --- Blocks N−1 … K, each sublayer in reverse: [post-norm], output projection, body, projections, norm.
       for (let l = N - 1; l >= K; l--) {
         const a = f.acts[l - K]!;
-        const p = (n: string) => this.weights.get(`h.${l}.${n}`);
-        const gr = (n: string) => this.grad(`h.${l}.${n}`);
-        // MLP: resOut = res2 + gelu(ln2·Wfc + bfc)·Wp + bp
-        push(await matmul(rt, { form: 'nt', M: rows, N: H, K: C, a: s.dres, b: p('mlp.c_proj.weight'), c: s.dfc }));
-        push(await matmul(rt, { form: 'tn', M: H, N: C, K: rows, a: a.fcGelu, b: s.dres, c: gr('mlp.c_proj.weight'), accumulate: true }));
-        push(await columnSum(rt, { inp: s.dres, out: gr('mlp.c_proj.bias'), rows, N: C, scratch: s.colScratch, accumulate: true }));
-        push(await geluBackward(rt, { n: rows * H, dout: s.dfc, inp: a.fc, dinp: s.dfcPre }));
-        push(await matmul(rt, { form: 'nt', M: rows, N: C, K: H, a: s.dfcPre, b: p('mlp.c_fc.weight'), c: s.dln }));
-        push(await matmul(rt, { form: 'tn', M: C, N: H, K: rows, a: a.ln2, b: s.dfcPre, c: gr('mlp.c_fc.weight'), accumulate: true }));
-        push(await columnSum(rt, { inp: s.dfcPre, out: gr('mlp.c_fc.bias'), rows, N: H, scratch: s.colScratch, accumulate: true }));
-        // The residual stream's gradient gains ln_2's input gradient.
-        push(await layernormBackward(rt, { rows, C, dout: s.dln, inp: a.res2, gamma: p('ln_2.weight'), mean: a.ln2Mean, rstd: a.ln2Rstd, dx: s.dres, accumulate: true, dgamma: gr('ln_2.weight'), dbeta: gr('ln_2.bias'), scratch: s.lnScratch, accumulateParams: true }));
-        // Attention: res2 = resIn + attn(ln1·Wqkv + bqkv)·Wo + bo
-        push(await matmul(rt, { form: 'nt', M: rows, N: C, K: C, a: s.dres, b: p('attn.c_proj.weight'), c: s.datt }));
-        push(await matmul(rt, { form: 'tn', M: C, N: C, K: rows, a: a.att, b: s.dres, c: gr('attn.c_proj.weight'), accumulate: true }));
-        push(await columnSum(rt, { inp: s.dres, out: gr('attn.c_proj.bias'), rows, N: C, scratch: s.colScratch, accumulate: true }));
-        push(await attentionBackward(rt, { B, T, C, nHead: cfg.nHead, dout: s.datt, qkv: a.qkv, stats: a.attStats, out: a.att, dqkv: s.dqkv, scratch: s.attScratch }));
-        // ln_1's γ/β gradients need dln1 even in the lowest trainable block.
-        push(await matmul(rt, { form: 'nt', M: rows, N: C, K: 3 * C, a: s.dqkv, b: p('attn.c_attn.weight'), c: s.dln }));
-        push(await matmul(rt, { form: 'tn', M: C, N: 3 * C, K: rows, a: a.ln1, b: s.dqkv, c: gr('attn.c_attn.weight'), accumulate: true }));
-        push(await columnSum(rt, { inp: s.dqkv, out: gr('attn.c_attn.bias'), rows, N: 3 * C, scratch: s.colScratch, accumulate: true }));
-        const needInputGrad = l > K || embeddingsTrain;
-        if (needInputGrad) {
-          push(await layernormBackward(rt, { rows, C, dout: s.dln, inp: a.resIn, gamma: p('ln_1.weight'), mean: a.ln1Mean, rstd: a.ln1Rstd, dx: s.dres, accumulate: true, dgamma: gr('ln_1.weight'), dbeta: gr('ln_1.bias'), scratch: s.lnScratch, accumulateParams: true }));
-        } else {
-          // Truncation: the boundary block's input gradient is never computed.
-          push(await layernormBackwardParams(rt, { rows, C, dout: s.dln, inp: a.resIn, mean: a.ln1Mean, rstd: a.ln1Rstd, dgamma: gr('ln_1.weight'), dbeta: gr('ln_1.bias'), scratch: s.lnScratch, accumulate: true }));
+        const bl = spec.blocks[l]!;
+        // MLP half: resOut = res2 + [post](down(act(up(norm(res2))))).
+        const ml = bl.mlp;
+        let dy = s.dres;
+        if (ml.postNorm) {
+          push(await this.normBackward(ml.postNorm, s.dres, a.mlpOut!, a.mlpPostStats!, s.dproj!, false));
+          dy = s.dproj!;
         }
+        push(await this.projBackward(ml.body.down, a.act, dy, C, s.dact, false));
+        if (ml.body.kind === 'gelu') push(await geluBackward(rt, { n: rows * H, dout: s.dact, inp: a.up, dinp: s.dup }));
+        else push(await gluBackward(rt, { act: ml.body.kind === 'swiglu' ? 'silu' : 'gelu_tanh', rows, H, inp: { fused: a.up }, dout: s.dact, grad: { fused: s.dup } }));
+        for (const [i, p] of ml.body.up.entries()) push(await this.projBackward(p, a.ln2, s.dup, spec.upWidth, s.dln, i > 0));
+        // The residual stream's gradient gains the MLP norm's input gradient.
+        push(await this.normBackward(ml.norm, s.dln, a.res2, a.ln2Stats, s.dres, true));
+
+        // Attention half: res2 = resIn + [post](o(attention(rope(qkv(norm(resIn)))))).
+        const at = bl.attention;
+        dy = s.dres;
+        if (at.postNorm) {
+          push(await this.normBackward(at.postNorm, s.dres, a.attnOut!, a.attnPostStats!, s.dproj!, false));
+          dy = s.dproj!;
+        }
+        push(await this.projBackward(at.body.o, a.att, dy, C, s.datt, false));
+        push(await attentionBackward(rt, { ...attentionShape(B, T, C, at.body), dout: s.datt, qkv: a.qkv, stats: a.attStats, out: a.att, dqkv: s.dqkv, scratch: s.attScratch }));
+        if (at.body.rope) push(await ropeBackward(rt, { dqkv: s.dqkv, invFreq: f.invFreq!, B, T, nHead: at.body.nHead, nKvHead: at.body.nKvHead, headDim: at.body.headDim }));
+        // The norm's weight gradients need dln1 even in the lowest trainable block.
+        for (const [i, p] of at.body.qkv.entries()) push(await this.projBackward(p, a.ln1, s.dqkv, spec.qkvWidth, s.dln, i > 0));
+        // Truncation: the boundary block's input gradient is never computed.
+        const needInputGrad = l > K || embeddingsTrain;
+        push(await this.normBackward(at.norm, s.dln, a.resIn, a.ln1Stats, needInputGrad ? s.dres : null, true));
       }
 
       // --- Embeddings (full fine-tuning only).
       if (embeddingsTrain) {
-        push(await embeddingBackwardWpe(rt, { B, T, C, dout: s.dres, dwpe: this.grad('wpe.weight'), accumulate: true }));
-        const dwte = this.grad('wte.weight');
+        const e = spec.embedding;
+        if (e.positions) push(await embeddingBackwardWpe(rt, { B, T, C, dout: s.dres, dwpe: this.grad(e.positions), accumulate: true }));
+        const dwte = this.grad(e.tokens);
         const parts = f.wteParts();
-        push(await embeddingBackwardWte(rt, { C, index: this.tokenIndex!, dout: s.dres, dwte: parts.wte.map((b) => ('buffer' in b ? { ...b, buffer: dwte } : dwte)), partRows: parts.partRows }));
+        push(await embeddingBackwardWte(rt, { C, index: this.tokenIndex!, dout: s.dres, dwte: parts.wte.map((b) => ('buffer' in b ? { ...b, buffer: dwte } : dwte)), partRows: parts.partRows, scale: e.scale }));
       }
       this.microItems.push(items);
     }
