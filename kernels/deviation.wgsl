@@ -10,6 +10,9 @@
 
 override FINAL_NORM: bool = true;
 override CONTRASTIVE: bool = false;
+// The final norm's kind: 0 LayerNorm (GPT-2: γ, β), 1 RMSNorm (Llama, Qwen2: x·rstd·w),
+// 2 Gemma's RMSNorm (x·rstd·(1 + w)). RMSNorm binds any buffer as beta (unused).
+override NORM_KIND: u32 = 0u;
 const WG = 64u;
 
 // P positions analysed; `stride` positions per space in `values` (≥ P); `slotElems` elements per
@@ -20,8 +23,8 @@ struct Params { C: u32, P: u32, stride: u32, slotElems: u32, nLabels: u32, eps: 
 @group(0) @binding(1) var<storage, read> bases: array<f32>;        // [U, C]
 @group(0) @binding(2) var<storage, read> targetBase: array<u32>;   // [P] row of bases for each position's target
 @group(0) @binding(3) var<storage, read> labelBase: array<u32>;    // [nLabels] rows of bases (contrastive)
-@group(0) @binding(4) var<storage, read> gamma: array<f32>;        // ln_f weight [C]
-@group(0) @binding(5) var<storage, read> beta: array<f32>;         // ln_f bias [C]
+@group(0) @binding(4) var<storage, read> gamma: array<f32>;        // final norm weight [C]
+@group(0) @binding(5) var<storage, read> beta: array<f32>;         // ln_f bias [C] (LayerNorm only)
 @group(0) @binding(6) var<storage, read_write> values: array<f32>; // [N+1, stride]
 @group(0) @binding(7) var<uniform> p: Params;
 @group(0) @binding(8) var<storage, read_write> dev: array<f32>;    // [N+1]
@@ -48,7 +51,11 @@ fn reduce2(a: f32, b: f32, lid: u32) -> vec2<f32> {
 
 fn h_at(base: u32, c: u32, mean: f32, rstd: f32) -> f32 {
   let v = trace[base + c];
-  if (FINAL_NORM) { return (v - mean) * rstd * gamma[c] + beta[c]; }
+  if (FINAL_NORM) {
+    if (NORM_KIND == 0u) { return (v - mean) * rstd * gamma[c] + beta[c]; }
+    if (NORM_KIND == 1u) { return v * rstd * gamma[c]; }
+    return v * rstd * (1.0 + gamma[c]);
+  }
   return v;
 }
 
@@ -67,7 +74,12 @@ fn per_position(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_
   let base = k * p.slotElems + i * C;
   var mean = 0.0;
   var rstd = 1.0;
-  if (FINAL_NORM) {
+  if (FINAL_NORM && NORM_KIND != 0u) {
+    // RMSNorm: no centring, rstd = 1/√(mean(x²) + eps).
+    var s2 = 0.0;
+    for (var c = lid; c < C; c += WG) { let v = trace[base + c]; s2 += v * v; }
+    rstd = 1.0 / sqrt(reduce2(s2, 0.0, lid).x / f32(C) + p.eps);
+  } else if (FINAL_NORM) {
     var s = 0.0;
     var s2 = 0.0;
     for (var c = lid; c < C; c += WG) { let v = trace[base + c]; s += v; }

@@ -4,10 +4,13 @@ import type { Runtime } from '../gpu/runtime.ts';
 import type { Dispatch, StepItem } from '../gpu/step.ts';
 import { matmul } from '../ops/matmul.ts';
 import { layernormForward } from '../ops/layernorm.ts';
+import { rmsnormForward } from '../ops/rmsnorm.ts';
+import { softcapForward } from '../ops/softcap.ts';
 import { crossEntropyForward } from '../ops/crossentropy.ts';
 import type { ModelConfig } from '../model/config.ts';
 import type { GpuWeights } from '../model/weights.ts';
 import { HEAD_CHUNK_BYTES, headRowChunk, headVocabChunk, range } from '../model/forward.ts';
+import { modelSpec } from '../model/spec.ts';
 import { AnalysisError, type DeviationReducer, type DeviationRequest, type DeviationResult, type GramProvider } from './types.ts';
 
 /** G = WᵀW of the head W [V, d], accumulated over vocabulary chunks that each fit one binding. */
@@ -128,10 +131,11 @@ export class GpuDeviationReducer implements DeviationReducer {
     // Bound once per set of buffers and variant; later batches only change P and nLabels.
     const key = [contrastive, basesBuf.label, basesBuf.size, labelBuf.size].join(':');
     if (this.cosineItems?.key !== key) {
-      const overrides = { FINAL_NORM: this.finalNorm, CONTRASTIVE: contrastive };
+      const fn = modelSpec(cfg).finalNorm;
+      const overrides = { FINAL_NORM: this.finalNorm, CONTRASTIVE: contrastive, NORM_KIND: fn.kind === 'layernorm' ? 0 : fn.kind === 'rmsnorm' ? 1 : 2 };
       const perPos = await rt.kernels.kernel('deviation', 'per_position', overrides);
       const meanK = await rt.kernels.kernel('deviation', 'mean', overrides);
-      const buffers = { trace: view.trace, bases: basesBuf, targetBase: targetBuf, labelBase: labelBuf, gamma: this.weights.get('ln_f.weight'), beta: this.weights.get('ln_f.bias'), values, dev };
+      const buffers = { trace: view.trace, bases: basesBuf, targetBase: targetBuf, labelBase: labelBuf, gamma: this.weights.get(fn.weight), beta: fn.bias ? this.weights.get(fn.bias) : rt.dummy, values, dev };
       this.cosineItems = { key, items: [{ bound: rt.kernels.bind(perPos, buffers, uni), workgroups: [1] }, { bound: rt.kernels.bind(meanK, buffers, uni), workgroups: [spaces] }] };
     }
     const [perPos, meanK] = this.cosineItems.items as [Dispatch, Dispatch];
@@ -182,7 +186,10 @@ export class GpuDeviationReducer implements DeviationReducer {
       const items: Dispatch[] = [];
       const slot = range(view.trace, k * view.slotElems * 4, P * C * 4);
       if (this.finalNorm) {
-        items.push(await layernormForward(rt, { inp: slot, gamma: this.weights.get('ln_f.weight'), beta: this.weights.get('ln_f.bias'), out: normed, rows: P, C, eps: cfg.layerNormEpsilon }));
+        const fn = modelSpec(cfg).finalNorm;
+        items.push(fn.kind === 'layernorm'
+          ? await layernormForward(rt, { inp: slot, gamma: this.weights.get(fn.weight), beta: this.weights.get(fn.bias!), out: normed, rows: P, C, eps: cfg.layerNormEpsilon })
+          : await rmsnormForward(rt, { inp: slot, weight: this.weights.get(fn.weight), out: normed, rows: P, C, eps: cfg.layerNormEpsilon, plusOne: fn.kind === 'rmsnorm1p' }));
       }
       for (let r0 = 0; r0 < P; r0 += rowChunk) {
         const r = Math.min(rowChunk, P - r0);
@@ -195,6 +202,9 @@ export class GpuDeviationReducer implements DeviationReducer {
             c: range(logits, 0, r * V * 4), ldc: V, cOff: v0,
           }));
         }
+        // The model's own prediction: Gemma2 soft-caps its logits before the softmax.
+        const cap = modelSpec(cfg).finalSoftcap;
+        if (cap > 0) items.push(...await softcapForward(rt, { logits: range(logits, 0, r * V * 4), rows: r, V, cap }));
         items.push(await crossEntropyForward(rt, { logits: range(logits, 0, r * V * 4), targets, losses, rowOff: r0, rows: r, V }));
       }
       perSpace.push(items);

@@ -145,8 +145,8 @@ export function parseConfig(text: string, file = 'config.json'): ModelConfig {
 }
 
 /** config.json for a checkpoint we write: `extra` (the input's own config.json) with our shape fields on top. */
-export function configToJson(cfg: ModelConfig, extra: Record<string, unknown> = {}): string {
-  if (cfg.modelType !== 'gpt2') return decoderConfigToJson(cfg, extra);
+export function configToJson(cfg: ModelConfig, extra: Record<string, unknown> = {}, originalText?: string): string {
+  if (cfg.modelType !== 'gpt2') return decoderConfigToJson(cfg, extra, originalText);
   return JSON.stringify({
     resid_pdrop: 0,
     embd_pdrop: 0,
@@ -292,10 +292,22 @@ function parseDecoderConfig(c: Record<string, unknown>, modelType: Exclude<Model
   };
 }
 
+/**
+ * JSON.stringify writes 3.0 as 3, and transformers 5's strict configs refuse an int where a float is
+ * declared (final_logit_softcapping, rope_theta, …): numbers that were floats in the input config.json
+ * (by key) are written with a decimal point again. Pretty-printed JSON has one key per line.
+ */
+function keepFloats(json: string, originalText: string | undefined): string {
+  if (!originalText) return json;
+  const floatKeys = new Set<string>();
+  for (const m of originalText.matchAll(/"([^"\\]+)"\s*:\s*-?\d+(?:\.\d*|(?:\.\d*)?[eE][-+]?\d+)/g)) floatKeys.add(m[1]!);
+  return json.replace(/^(\s*"([^"\\]+)": )(-?\d+)(,?)$/gm, (line, head: string, key: string, num: string, comma: string) => (floatKeys.has(key) ? `${head}${num}.0${comma}` : line));
+}
+
 /** config.json of a Llama-family checkpoint we write: the input's fields, with the shape fields ours. */
-function decoderConfigToJson(cfg: ModelConfig, extra: Record<string, unknown>): string {
+function decoderConfigToJson(cfg: ModelConfig, extra: Record<string, unknown>, originalText?: string): string {
   const a = cfg.arch!;
-  return JSON.stringify({
+  return keepFloats(JSON.stringify({
     ...extra,
     architectures: [ARCHITECTURES[cfg.modelType as Exclude<ModelType, 'gpt2'>]],
     model_type: cfg.modelType,
@@ -309,6 +321,8 @@ function decoderConfigToJson(cfg: ModelConfig, extra: Record<string, unknown>): 
     max_position_embeddings: cfg.nPositions,
     rms_norm_eps: cfg.layerNormEpsilon,
     tie_word_embeddings: cfg.tiedHead,
+    // The weights we write are float32 (transformers 5 reads `dtype`, 4.x `torch_dtype`).
+    ...('dtype' in extra ? { dtype: 'float32' } : {}),
     torch_dtype: 'float32',
-  }, null, 2) + '\n';
+  }, null, 2), originalText) + '\n';
 }

@@ -33,7 +33,7 @@ export function originalFields(text: string | null | undefined): Record<string, 
 export function hfModelFiles(c: HfModelContents): HfFile[] {
   const tensors: TensorToWrite[] = paramSpecs(c.config).map((s) => ({ name: hfName(s.name, c.config), dtype: 'F32', shape: s.shape, data: c.params.get(s.name)! }));
   return [
-    { name: 'config.json', data: configToJson(c.config, originalFields(c.configJson)) },
+    { name: 'config.json', data: configToJson(c.config, originalFields(c.configJson), c.configJson ?? undefined) },
     { name: 'model.safetensors', data: serializeSafetensors(tensors, { format: 'pt' }) },
     ...(c.tokenizerJson ? [{ name: 'tokenizer.json' as const, data: c.tokenizerJson }] : []),
   ];

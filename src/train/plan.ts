@@ -7,6 +7,7 @@
 // split into micro-batches instead (same windows, same mean-loss gradient).
 import type { ModelConfig } from '../model/config.ts';
 import { HEAD_CHUNK_BYTES, headRowChunk, headVocabChunk, logitsStride } from '../model/forward.ts';
+import { modelSpec } from '../model/spec.ts';
 
 export interface ShapeLimits {
   maxStorageBufferBindingSize: number;
@@ -50,9 +51,12 @@ const roundUp4 = (x: number) => Math.ceil(x / 4) * 4;
 /** Every buffer of the step that is bound (or allocated) whole, with the limit it must fit. */
 export function bufferNeeds(cfg: ModelConfig, req: ShapeRequest, limits: ShapeLimits): BufferNeed[] {
   const { nEmbd: C, nInner: H, vocabSize: V, nLayer: N } = cfg;
+  const spec = modelSpec(cfg);
+  const Q = spec.qkvWidth;
+  const U = spec.upWidth;
   const rows = req.B * req.T;
-  const binding = 'maxStorageBufferBindingSize';
-  const buffer = 'maxBufferSize';
+  const binding = 'maxStorageBufferBindingSize' as const;
+  const buffer = 'maxBufferSize' as const;
   const maxBinding = limits.maxStorageBufferBindingSize;
   const keep = req.kind === 'logits';
   const ld = logitsStride(cfg, keep);
@@ -62,17 +66,20 @@ export function bufferNeeds(cfg: ModelConfig, req: ShapeRequest, limits: ShapeLi
   // Activations: each is a buffer and a binding; nn/nt products also transpose their [rows, K]
   // operand into a workspace of roundUp4(rows)·K floats.
   const needs: BufferNeed[] = [
-    { what: `the MLP activations [${rows} × ${H}]`, bytes: roundUp4(rows) * H * 4, limit: binding, perRow: true },
-    { what: `the attention input qkv [${rows} × ${3 * C}]`, bytes: roundUp4(rows) * 3 * C * 4, limit: binding, perRow: true },
+    { what: `the MLP activations [${rows} × ${U}]`, bytes: roundUp4(rows) * U * 4, limit: binding, perRow: true },
+    { what: `the attention input qkv [${rows} × ${Q}]`, bytes: roundUp4(rows) * Q * 4, limit: binding, perRow: true },
+    { what: `the attention output [${rows} × ${spec.attnWidth}]`, bytes: roundUp4(rows) * spec.attnWidth * 4, limit: binding, perRow: true },
     { what: `the residual stream [${rows} × ${C}]`, bytes: roundUp4(rows) * C * 4, limit: binding, perRow: true },
     { what: `a row chunk of the logits [${logitRows} × ${ld}]`, bytes: logitRows * ld * 4, limit: binding, perRow: false },
     { what: `a vocabulary chunk of the LM head [${headRows} × ${C}]`, bytes: roundUp4(headRows) * C * 4, limit: binding, perRow: false },
     { what: `a part of the token embedding [${wteRows} × ${C}]`, bytes: wteRows * C * 4, limit: binding, perRow: false },
     { what: `the token embedding [${V} × ${C}]`, bytes: V * C * 4, limit: buffer, perRow: false },
-    { what: `the position embedding [${cfg.nPositions} × ${C}]`, bytes: cfg.nPositions * C * 4, limit: binding, perRow: false },
+    ...(spec.embedding.positions ? [{ what: `the position embedding [${cfg.nPositions} × ${C}]`, bytes: cfg.nPositions * C * 4, limit: binding, perRow: false }] : []),
     { what: `the MLP weight [${C} × ${H}]`, bytes: C * H * 4, limit: binding, perRow: false },
-    { what: `the attention weight [${C} × ${3 * C}]`, bytes: C * 3 * C * 4, limit: binding, perRow: false },
+    // GPT-2's fused c_attn [C, 3C]; the Llama family's largest of q/k/v/o is [nHead·hd, C].
+    { what: cfg.arch ? `the attention weight [${spec.attnWidth} × ${C}]` : `the attention weight [${C} × ${3 * C}]`, bytes: (cfg.arch ? spec.attnWidth : 3 * C) * C * 4, limit: binding, perRow: false },
   ];
+  if (spec.finalSoftcap > 0 && req.kind === 'train') needs.push({ what: `the soft-cap derivative [${logitRows} × ${V}]`, bytes: logitRows * V * 4, limit: binding, perRow: false });
   if (keep) {
     needs.push({ what: `the logits [${rows} × ${V}]`, bytes: rows * V * 4, limit: buffer, perRow: true });
     needs.push({ what: `the trace [${N + 1} × ${rows} × ${C}]`, bytes: (N + 1) * Math.ceil((rows * C) / 64) * 64 * 4, limit: buffer, perRow: true });
