@@ -156,7 +156,8 @@ describe('analysis data and run planning', () => {
   });
 
   it('classification: last prompt token, label word target; errors name the problem', () => {
-    const tok = { encode: (s: string) => (s === ' nothing' ? [] : [...s.trim()].map((c) => c.charCodeAt(0) % 100)) };
+    // One id per non-space character; 'nothing' adds no token.
+    const tok = { encode: (s: string) => [...s.replace(/ nothing$/, '')].filter((c) => c !== ' ').map((c) => c.charCodeAt(0) % 100) };
     const rows = [{ text: 'abcdef', label: 'p', line: 1 }, { text: 'xy', label: 'n', line: 2 }];
     const d = prepareClassificationData(rows, tok, { labels: 'p=good,n=bad', nPositions: 4, source: 's.jsonl' });
     expect(d.T).toBe(4);

@@ -169,15 +169,16 @@ describe('parseClassificationJsonl', () => {
 });
 
 describe('resolveLabelWords', () => {
-  // Words tokenize with a leading space, so the first token is always ' ' (32); use a tokenizer that skips it.
-  const wordTokenizer = { encode: (text: string) => [...text.trimStart()].map((c) => c.codePointAt(0)!) };
+  // One id per character, spaces dropped, a word's first character after a space marked (+1000), as
+  // GPT-2's " word" and SentencePiece's "▁word" tokens differ from the bare word's.
+  const wordTokenizer = { encode: (text: string) => [...text].flatMap((c, i) => (c === ' ' ? [] : [c.codePointAt(0)! + (text[i - 1] === ' ' ? 1000 : 0)])) };
 
-  it('maps each label to the first token of " word"', () => {
+  it('maps each label to the first token of the word after text and a space', () => {
     const seen: string[] = [];
     const tokenizer = { encode: (text: string) => { seen.push(text); return wordTokenizer.encode(text); } };
     const ids = resolveLabelWords('pos=great, neg = terrible', tokenizer, ['pos', 'neg'], 'd.jsonl');
-    expect(ids).toEqual(new Map([['pos', 'g'.codePointAt(0)], ['neg', 't'.codePointAt(0)]]));
-    expect(seen).toEqual([' great', ' terrible']);
+    expect(ids).toEqual(new Map([['pos', 1000 + 'g'.codePointAt(0)!], ['neg', 1000 + 't'.codePointAt(0)!]]));
+    expect(seen).toEqual(['x', 'x great', 'x', 'x terrible']);
   });
 
   it('names a label from the data that the spec lacks', () => {
@@ -196,7 +197,17 @@ describe('resolveLabelWords', () => {
   });
 
   it('rejects label words that share a first token', () => {
-    expectError(() => resolveLabelWords('pos=good,neg=grim', wordTokenizer, [], 'd.jsonl'), 'd.jsonl', /labels 'pos' and 'neg' both start with token 103/);
+    expectError(() => resolveLabelWords('pos=good,neg=grim', wordTokenizer, [], 'd.jsonl'), 'd.jsonl', /labels 'pos' and 'neg' both start with token 1103/);
+  });
+});
+
+describe('with a SentencePiece-style tokenizer (Llama 2: "▁" prepended)', () => {
+  it('a label word is its "▁word" token, not the bare "▁" that encoding " word" alone starts with', () => {
+    const json = JSON.parse(readFileSync(new URL('./fixtures/tokenizers/llama2/tokenizer.json', import.meta.url), 'utf8'));
+    const sp = Tokenizer.fromJSON(json, 'llama2/tokenizer.json');
+    const vocab = json.model.vocab as Record<string, number>;
+    expect(sp.encode(' the')[0]).toBe(vocab['▁']);
+    expect(resolveLabelWords('a=the,b=and', sp, ['a', 'b'], 'd.jsonl')).toEqual(new Map([['a', vocab['▁the']], ['b', vocab['▁and']]]));
   });
 });
 

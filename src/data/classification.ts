@@ -39,7 +39,9 @@ export function parseClassificationJsonl(text: string, source: string): Classifi
 
 /**
  * Map each label to the first token of its label word, from a spec like "pos=great,neg=terrible".
- * GPT-2 convention: the word follows other text, so it is tokenized with a leading space (" great").
+ * The word follows other text after a space, so its first token is taken as it comes after text:
+ * GPT-2's " great", SentencePiece's "▁great" (encoding " great" alone would give a bare "▁" first
+ * under Llama 2's prepended "▁"). Found as the first id where `x great` and `x` differ.
  */
 export function resolveLabelWords(
   spec: string,
@@ -54,7 +56,11 @@ export function resolveLabelWords(
   const ids = new Map<string, number>();
   const labelOfId = new Map<number, string>();
   for (const [label, word] of words) {
-    const id = tokenizer.encode(' ' + word)[0];
+    const context = tokenizer.encode('x');
+    const withWord = tokenizer.encode(`x ${word}`);
+    let at = 0;
+    while (at < context.length && withWord[at] === context[at]) at++;
+    const id = withWord[at];
     if (id === undefined) throw new TokenDataError(source, `label word '${word}' for label '${label}' tokenizes to nothing`);
     const clash = labelOfId.get(id);
     if (clash !== undefined) throw new TokenDataError(source, `labels '${clash}' and '${label}' both start with token ${id}; pick label words with distinct first tokens`);
