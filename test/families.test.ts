@@ -3,7 +3,10 @@
 // scaling, Qwen2's q/k/v biases and untied head, Gemma2's soft-capping, post-norms, embedding scale and
 // sliding window shorter than the sequence): logits, every hidden state, the loss, the gradient of every
 // trainable tensor at --freeze none, 0 and N/2, and AdamW steps with frozen weights bit-identical.
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
+import { parseSafetensors } from '../src/io/safetensors.ts';
 import type { Runtime } from '../src/gpu/runtime.ts';
 import { ModelForward } from '../src/model/forward.ts';
 import { hfName, isTrainable } from '../src/model/params.ts';
@@ -49,6 +52,21 @@ describe.each(FAMILIES)('%s against transformers', (name) => {
     const layerTypes = JSON.parse(meta.layer_types ?? 'null') as string[] | null;
     if (layerTypes) expect(f.config.arch!.layerTypes).toEqual(layerTypes.map((t) => (t === 'sliding_attention' ? 'sliding' : 'full')));
     expect(f.config.arch!.attnScale).toBeCloseTo(Number(meta.attention_scale), 12);
+  });
+
+  it('bf16 weights (model.bf16.safetensors) load as torch cast them: each value the f32 one rounded to bf16', async () => {
+    const bf16 = parseSafetensors(new Uint8Array(readFileSync(join(f.dir, 'model.bf16.safetensors'))), `${name}/model.bf16.safetensors`);
+    const from16 = await hostParams({ config: f.config, weights: bf16 });
+    const from32 = await hostParams({ config: f.config, weights: f.model });
+    const toBf16 = (x: number) => {
+      const u = new Uint32Array(new Float32Array([x]).buffer)[0]!;
+      const r = (u + 0x7fff + ((u >> 16) & 1)) & 0xffff0000; // round to nearest even
+      return new Float32Array(new Uint32Array([r >>> 0]).buffer)[0]!;
+    };
+    for (const [n, v] of from32) {
+      const got = from16.get(n)!;
+      for (let i = 0; i < v.length; i++) if (got[i] !== toBf16(v[i]!)) throw new Error(`${n}[${i}]: ${got[i]} vs bf16(${v[i]}) = ${toBf16(v[i]!)}`);
+    }
   });
 
   it('logits, every hidden state and the loss within 1e-4 of transformers', async () => {
