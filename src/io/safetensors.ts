@@ -4,6 +4,7 @@
 // (SafetensorsFile), with float32 data returned as a view whenever alignment allows.
 // Like every web platform we support, this assumes a little-endian host.
 
+import { halfToFloat32 } from '../util/f16.ts';
 import { decodeUtf8Strict } from '../util/utf8.ts';
 
 export type SafetensorsDtype =
@@ -383,27 +384,6 @@ function floatsInto(dtype: FloatDtype, [buffer, at, count]: [ArrayBufferLike, nu
     case 'F16': halfToFloat32(new Uint16Array(buffer, at, count), out); return;
     case 'BF16': bfloat16ToFloat32(new Uint16Array(buffer, at, count), out); return;
   }
-}
-
-// IEEE half → float32 through a 64K-entry table: one lookup per element for large F16 checkpoints.
-let halfTable: Float32Array | undefined;
-
-function halfToFloat32(halves: Uint16Array, out: Float32Array): void {
-  const table = (halfTable ??= buildHalfTable());
-  for (let i = 0; i < halves.length; i++) out[i] = table[halves[i]!]!;
-}
-
-function buildHalfTable(): Float32Array {
-  const table = new Float32Array(65536);
-  for (let h = 0; h < 65536; h++) {
-    const sign = h & 0x8000 ? -1 : 1;
-    const exponent = (h >> 10) & 0x1f;
-    const mantissa = h & 0x3ff;
-    if (exponent === 0) table[h] = sign * mantissa * 2 ** -24; // subnormal
-    else if (exponent === 31) table[h] = mantissa ? NaN : sign * Infinity;
-    else table[h] = sign * (1 + mantissa / 1024) * 2 ** (exponent - 15);
-  }
-  return table;
 }
 
 /** bfloat16 is the top half of a float32. */

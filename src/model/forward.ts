@@ -35,6 +35,16 @@ export interface ForwardOptions {
   T: number;
   /** Blocks ≥ saveFrom keep activations for a backward; N (or more) = forward only. */
   saveFrom: number;
+  /**
+   * Start at block `startBlock` with its input already in `x` (written by the caller: a cached
+   * boundary hidden state); the embedding and blocks below are not run. Default 0 (from the tokens).
+   */
+  startBlock?: number;
+  /**
+   * Stop after blocks 0..endBlock−1, leaving their output in `x` (the boundary hidden state); no final
+   * norm, head or loss. Default N (the whole model).
+   */
+  endBlock?: number;
   /** Which positions the trace captures: none, every position, or a per-batch list (capacity given). */
   trace: { kind: 'none' } | { kind: 'all' } | { kind: 'rows'; capacity: number };
   /** Compute the loss against uploaded targets. */
@@ -173,6 +183,12 @@ export class ModelForward {
     const spec = (this.spec = modelSpec(cfg));
     const { B, T } = opts;
     if (T > cfg.nPositions) throw new Error(`sequence length ${T} exceeds n_positions ${cfg.nPositions}`);
+    const start = opts.startBlock ?? 0;
+    const end = opts.endBlock ?? cfg.nLayer;
+    if (!(Number.isInteger(start) && Number.isInteger(end) && start >= 0 && start <= end && end <= cfg.nLayer)) throw new Error(`forward blocks ${start}..${end} outside 0..${cfg.nLayer}`);
+    if (start > 0 && opts.saveFrom < start) throw new Error(`saveFrom ${opts.saveFrom} is below startBlock ${start}: blocks below the start do not run`);
+    if (start > 0 && opts.trace.kind !== 'none') throw new Error('a forward from a cached boundary has no trace of the blocks below it');
+    if (end < cfg.nLayer && (opts.saveFrom < end || opts.loss || opts.keepLogits)) throw new Error('a prefix forward (endBlock < N) is forward-only and has no head');
     const C = cfg.nEmbd;
     const H = cfg.nInner;
     const rows = (this.rows = B * T);
@@ -199,7 +215,7 @@ export class ModelForward {
     const { statsBytes } = attentionBufferBytes(attentionShape(B, T, C, block0));
     const postNorms = spec.blocks.some((bl) => bl.attention.postNorm || bl.mlp.postNorm);
     // Scratch for forward-only blocks (shared by all of them), and the post-norms' outputs.
-    if (opts.saveFrom > 0) {
+    if (Math.min(opts.saveFrom, end) > start) {
       this.scratch.ln = f32('act.scratch.ln', rows * C);
       this.scratch.qkv = f32('act.scratch.qkv', rows * spec.qkvWidth);
       this.scratch.att = f32('act.scratch.att', rows * spec.attnWidth);
@@ -209,7 +225,7 @@ export class ModelForward {
     }
     if (postNorms) this.scratch.normed = f32('act.scratch.normed', rows * C);
     let resIn = this.x;
-    for (let l = Math.max(0, opts.saveFrom); l < cfg.nLayer; l++) {
+    for (let l = Math.max(start, opts.saveFrom); l < end; l++) {
       const a = `act.h${l}`;
       const bl = spec.blocks[l]!;
       const acts: BlockActs = {
@@ -295,12 +311,16 @@ export class ModelForward {
     const push = (d: Dispatch | Dispatch[]) => this.items.push(...(Array.isArray(d) ? d : [d]));
     const copy = (src: GPUBuffer, dst: GPUBuffer) => this.items.push({ copy: { src, srcOffset: 0, dst, dstOffset: 0, bytes: rows * C * 4 } });
 
+    const start = opts.startBlock ?? 0;
+    const end = opts.endBlock ?? cfg.nLayer;
     const e = spec.embedding;
-    push(await embeddingForward(rt, { ids: this.ids, ...this.wteParts(), wpe: e.positions ? w.get(e.positions) : undefined, scale: e.scale, out: this.x, B, T, C }));
-    await this.capture(0, this.x);
+    if (start === 0) {
+      push(await embeddingForward(rt, { ids: this.ids, ...this.wteParts(), wpe: e.positions ? w.get(e.positions) : undefined, scale: e.scale, out: this.x, B, T, C }));
+      await this.capture(0, this.x);
+    }
 
-    const first = cfg.nLayer - this.acts.length;
-    for (let l = 0; l < cfg.nLayer; l++) {
+    const first = end - this.acts.length;
+    for (let l = start; l < end; l++) {
       const bl = spec.blocks[l]!;
       const saved = l >= first ? this.acts[l - first]! : null;
       const s = this.scratch;
@@ -331,6 +351,7 @@ export class ModelForward {
       await this.residual(ml.body.down, act, ml.postNorm, res2, resOut, saved?.mlpOut ?? s.proj, saved?.mlpPostStats, copy, push);
       await this.capture(l + 1, resOut);
     }
+    if (end < cfg.nLayer) return;
 
     const last = this.residualAfter(cfg.nLayer - 1);
     push(await this.norm(spec.finalNorm, last, this.lnf, this.lnfStats));

@@ -14,6 +14,7 @@ import type { OptimizerKind } from './optimizer.ts';
 import { describeSchedule, makeSchedule, type Schedule, type ScheduleKind } from './schedule.ts';
 import { fitTraining, type NoteSink } from './shapes.ts';
 import { BatchLoader, Trainer, type LoaderState } from './trainer.ts';
+import { BoundaryCache, type BoundaryStore } from './boundary.ts';
 
 export interface FinetuneSpec {
   /** Blocks 0..K−1 and the embeddings frozen; null = nothing frozen. */
@@ -93,14 +94,21 @@ export class FinetuneRun {
   ) {}
 
   /** Build the graph for `model` (its weights are trained in place) over `train`, held-out loss on `heldOut`. */
-  static async build(rt: Runtime, model: LoadedModel, train: TokenWindows, heldOut: TokenWindows | null, spec: FinetuneSpec, o: { onNote?: NoteSink; now?: () => number } = {}): Promise<FinetuneRun> {
+  /**
+   * `boundaryStore`: cache the boundary hidden state of every training window there (the first time it
+   * is used) and run only blocks K..N−1 from then on; needs a freeze boundary.
+   */
+  static async build(rt: Runtime, model: LoadedModel, train: TokenWindows, heldOut: TokenWindows | null, spec: FinetuneSpec, o: { onNote?: NoteSink; now?: () => number; boundaryStore?: BoundaryStore } = {}): Promise<FinetuneRun> {
     const cfg = model.files.config;
     if (spec.seq > cfg.nPositions) throw new UserError(`--seq ${spec.seq} exceeds the model's context n_positions = ${cfg.nPositions}`);
     if (spec.freeze !== null && (spec.freeze < 0 || spec.freeze > cfg.nLayer)) throw new UserError(`--freeze ${spec.freeze}: the model has only ${cfg.nLayer} blocks (0 ≤ K ≤ ${cfg.nLayer})`);
     const fit = fitTraining(rt, cfg, { B: spec.batch, T: spec.seq, accum: spec.accum, freeze: spec.freeze }, o.onNote);
-    const graph = await TrainingGraph.build(rt, model.weights, { B: fit.B, T: spec.seq, freeze: spec.freeze, accum: fit.accum }, { kind: spec.optimizer, weightDecay: spec.weightDecay, maxGradNorm: spec.clip });
+    const cached = o.boundaryStore !== undefined;
+    if (cached && spec.freeze === null) throw new UserError('--cache-boundary needs a freeze boundary: with --freeze none nothing is frozen to cache');
+    const graph = await TrainingGraph.build(rt, model.weights, { B: fit.B, T: spec.seq, freeze: spec.freeze, accum: fit.accum, cachedBoundary: cached }, { kind: spec.optimizer, weightDecay: spec.weightDecay, maxGradNorm: spec.clip });
     const schedule = makeSchedule({ kind: spec.schedule, lr: spec.lr, warmup: spec.warmup, totalSteps: spec.steps });
-    const trainer = new Trainer(graph, schedule, spec.clip);
+    const boundary = cached ? await BoundaryCache.build(rt, model.weights, spec.freeze!, fit.B, spec.seq, o.boundaryStore!) : null;
+    const trainer = new Trainer(graph, schedule, spec.clip, 'train-step', boundary);
     const loader = new BatchLoader(train, fit.B, spec.shuffle, spec.seed);
     // The same held-out loss as pretrain and demo: mean over every token of the first evalWindows windows.
     const evaluator = heldOut ? await WindowEvaluator.build(rt, model.weights, heldOut, fit.B) : null;

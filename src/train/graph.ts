@@ -37,6 +37,11 @@ export interface TrainingShape {
   accum: number;
   /** Bytes of head weight per head product (see ModelForward; tests make it small). */
   headChunkBytes?: number;
+  /**
+   * The boundary hidden state comes from a cache (src/train/boundary.ts) through setBoundary: the
+   * step runs blocks K..N−1 only, no embedding and no frozen prefix. Needs a freeze boundary.
+   */
+  cachedBoundary?: boolean;
 }
 
 export class TrainingGraph {
@@ -81,7 +86,9 @@ export class TrainingGraph {
       throw new Error(`--freeze ${shape.freeze}: must be between 0 and the number of blocks (${N}), or 'none'`);
     }
     if (!(Number.isInteger(shape.accum) && shape.accum >= 1)) throw new Error(`accumulation steps must be a positive integer, got ${shape.accum}`);
-    const forward = await ModelForward.build(rt, weights, { B: shape.B, T: shape.T, saveFrom: shape.freeze ?? 0, trace: { kind: 'none' }, loss: false, keepLogits: false, headChunkBytes: shape.headChunkBytes });
+    if (shape.cachedBoundary && shape.freeze === null) throw new Error('a cached boundary needs a freeze boundary (the embeddings frozen)');
+    const startBlock = shape.cachedBoundary ? shape.freeze! : 0;
+    const forward = await ModelForward.build(rt, weights, { B: shape.B, T: shape.T, saveFrom: shape.freeze ?? 0, startBlock, trace: { kind: 'none' }, loss: false, keepLogits: false, headChunkBytes: shape.headChunkBytes });
     const grads = new Map<string, GPUBuffer>();
     const trainable = weights.specs.filter((s) => isTrainable(s, shape.freeze));
     for (const s of trainable) grads.set(s.name, rt.memory.storage(`grad.${s.name}`, s.numel * 4));
@@ -255,6 +262,13 @@ export class TrainingGraph {
   setBatch(ids: ArrayLike<number>, targets: ArrayLike<number>): void {
     this.forward.setBatch(ids, targets);
     this.tokenIndex?.upload(ids, this.cfg.vocabSize);
+  }
+
+  /** With a cached boundary: the micro-batch's boundary hidden states [B·T, C] (block K's input). */
+  setBoundary(states: Float32Array): void {
+    if (!this.shape.cachedBoundary) throw new Error('this training graph computes its own boundary (built without cachedBoundary)');
+    if (states.length !== this.shape.B * this.shape.T * this.cfg.nEmbd) throw new Error(`boundary states: expected ${this.shape.B * this.shape.T * this.cfg.nEmbd} floats, got ${states.length}`);
+    this.rt.memory.write(this.forward.x, states);
   }
 
   /** Per-step GPU memory the training graph holds, grouped by kind (param, grad, optim, act, bwd). */

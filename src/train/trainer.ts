@@ -4,6 +4,7 @@
 import type { TokenWindows } from '../data/tokens.ts';
 import { learningRate, type Schedule } from './schedule.ts';
 import type { TrainingGraph } from './graph.ts';
+import type { BoundaryCache } from './boundary.ts';
 import { mulberry32 } from '../util/random.ts';
 
 /** Seeded permutation (Fisher–Yates with mulberry32). */
@@ -76,8 +77,13 @@ export class Trainer {
   /** Optimizer steps completed. */
   step = 0;
 
-  /** `waitLabel`: runs interleaved in one process (the demo) each learn their own step time. */
-  constructor(readonly graph: TrainingGraph, readonly schedule: Schedule, readonly maxGradNorm: number, readonly waitLabel = 'train-step') {}
+  /**
+   * `waitLabel`: runs interleaved in one process (the demo) each learn their own step time.
+   * `boundary`: the cache that feeds a graph built with cachedBoundary.
+   */
+  constructor(readonly graph: TrainingGraph, readonly schedule: Schedule, readonly maxGradNorm: number, readonly waitLabel = 'train-step', readonly boundary: BoundaryCache | null = null) {
+    if (!!graph.shape.cachedBoundary !== !!boundary) throw new Error('a graph built with cachedBoundary needs a boundary cache, and only it');
+  }
 
   async trainStep(loader: BatchLoader, readLoss: boolean): Promise<StepResult> {
     const g = this.graph;
@@ -89,6 +95,7 @@ export class Trainer {
       const batch = loader.next();
       // queue.writeBuffer is ordered with submits: each micro-batch sees its own ids, no wait needed.
       g.setBatch(batch.ids, batch.targets);
+      if (this.boundary) g.setBoundary(await this.boundary.batch(batch.ids, batch.windows));
       rt.steps.submit(`micro ${micro}`, micro === 0 ? [...g.zeroItems, ...g.microItems[micro]!] : g.microItems[micro]!);
     }
     rt.steps.submit('update', g.updateItems);
