@@ -122,6 +122,8 @@ program
   .option('--resume <dir>', 'continue a run from its checkpoint directory')
   .option('--overwrite', 'replace the semfreeze checkpoint already in --out (other files there are kept)')
   .option('--force-resume', 'resume although the model, the data or --freeze differ from the saved run')
+  .option('--cache-boundary <where>', 'memory or disk: keep each window\'s boundary hidden state after its first use and run only blocks K..N-1 from then on')
+  .option('--cache-dtype <dtype>', 'f32 (training bit-identical to no cache) or f16 (half the memory)', 'f32')
   .option('--json', 'print the train log as JSON at the end')
   .action(async (o) => {
     if (o.optimizer !== 'adamw' && o.optimizer !== 'sgd') throw new UserError(`--optimizer must be adamw or sgd, got '${o.optimizer}'`);

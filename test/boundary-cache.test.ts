@@ -72,3 +72,26 @@ describe('boundary activation cache', () => {
     expect(float32ToHalfBits(3 * 2 ** -25)).toBe(2);
   });
 });
+
+describe('finetune --cache-boundary (CLI)', () => {
+  it('disk and memory, f32: the saved model is byte-identical to the uncached run; the cache file is removed', async () => {
+    const { mkdtempSync, readFileSync, readdirSync, writeFileSync } = await import('node:fs');
+    const { tmpdir } = await import('node:os');
+    const { join } = await import('node:path');
+    const { finetuneCommand } = await import('../src/cli/finetune.ts');
+    const dir = mkdtempSync(join(tmpdir(), 'semfreeze-cache-cli-'));
+    const data = join(dir, 'ids.json');
+    const rnd = mulberry32(5);
+    writeFileSync(data, JSON.stringify(Array.from({ length: 6 * 17 }, () => Math.floor(rnd() * 1000))));
+    const base = { ...FINETUNE_DEFAULTS, model: 'test/fixtures/gpt2-odd', data, seq: 16, batch: 2, steps: 9, lr: 1e-3, freeze: '2' };
+    await finetuneCommand({ ...base, out: join(dir, 'plain') });
+    await finetuneCommand({ ...base, out: join(dir, 'disk'), cacheBoundary: 'disk' });
+    await finetuneCommand({ ...base, out: join(dir, 'mem'), cacheBoundary: 'memory' });
+    const plain = readFileSync(join(dir, 'plain', 'model.safetensors'));
+    expect(readFileSync(join(dir, 'disk', 'model.safetensors')).equals(plain)).toBe(true);
+    expect(readFileSync(join(dir, 'mem', 'model.safetensors')).equals(plain)).toBe(true);
+    expect(readdirSync(join(dir, 'disk')).filter((f) => f.includes('boundary'))).toEqual([]);
+    await expect(finetuneCommand({ ...base, freeze: 'none', out: join(dir, 'none'), cacheBoundary: 'memory' })).rejects.toThrow(/--cache-boundary needs a freeze boundary/);
+    await expect(finetuneCommand({ ...base, out: join(dir, 'bad'), cacheBoundary: 'cloud' })).rejects.toThrow(/--cache-boundary must be memory or disk/);
+  });
+});

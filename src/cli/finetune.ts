@@ -14,6 +14,8 @@ import { acquireLock } from './lock.ts';
 import { loadTokens } from './model.ts';
 import { assertNotInput, fsReason, realPath } from './paths.ts';
 import { fingerprintFile, fingerprintModel, runDifferences, type RunFingerprint } from './resume.ts';
+import { openBoundaryStore } from './boundary-disk.ts';
+import type { BoundaryStore } from '../train/boundary.ts';
 
 export interface FinetuneOptions {
   model: string;
@@ -43,6 +45,10 @@ export interface FinetuneOptions {
   /** Resume although the model, data or --freeze differ from the saved run's. */
   forceResume?: boolean;
   json?: boolean;
+  /** Cache the boundary hidden states ('memory' or 'disk') and run only blocks K..N−1 after the first epoch. */
+  cacheBoundary?: string;
+  /** The cache's precision: f32 (bit-identical training) or f16. */
+  cacheDtype?: string;
   /** Resolves --freeze auto (the SALF analysis); absent = not available. */
   autoFreeze?: (ctx: { model: string; data: string; seq: number; batch: number }) => Promise<number>;
 }
@@ -128,9 +134,32 @@ async function finetune(o: FinetuneOptions, resumingOut: boolean): Promise<{ log
   const win = windows(ids, o.seq, o.data);
   const evalWin = o.eval ? windows(await loadTokens(o.eval, files), o.seq, o.eval) : null;
 
+  if (o.cacheBoundary !== undefined && freeze === null) throw new UserError('--cache-boundary needs a freeze boundary: with --freeze none nothing is frozen to cache');
+  const boundaryStore = o.cacheBoundary !== undefined ? await openBoundaryStore(o.cacheBoundary, o.cacheDtype ?? 'f32', { windows: win.count, T: o.seq, C: cfg.nEmbd, dir: o.out, say: progress }) : undefined;
+  try {
+    return await train(o, { files, win, evalWin, freeze, freezeArg, resume, fingerprint, boundaryStore });
+  } finally {
+    await boundaryStore?.close();
+  }
+}
+
+interface Prepared {
+  files: Awaited<ReturnType<typeof readModelDir>>;
+  win: ReturnType<typeof windows>;
+  evalWin: ReturnType<typeof windows> | null;
+  freeze: number | null;
+  freezeArg: string;
+  resume: ResumeState | null;
+  fingerprint: RunFingerprint;
+  boundaryStore: BoundaryStore | undefined;
+}
+
+async function train(o: FinetuneOptions, p: Prepared): Promise<{ log: TrainLogEntry[]; freeze: number | null }> {
+  const { files, win, evalWin, freeze, freezeArg, resume, fingerprint } = p;
+  const cfg = files.config;
   const rt = await openRuntime();
   const model = { files, weights: GpuWeights.upload(rt, cfg, await hostParams(files)), seconds: 0 };
-  const run = await FinetuneRun.build(rt, model, win, evalWin, { ...o, freeze }, { onNote: (line) => progress(line) });
+  const run = await FinetuneRun.build(rt, model, win, evalWin, { ...o, freeze }, { onNote: (line) => progress(line), boundaryStore: p.boundaryStore });
   if (resume) {
     run.restore({ step: resume.state.step as number, loader: resume.state.loader as LoaderState, optimizer: resume.optimizer, log: resume.log as TrainLogEntry[] });
     progress(`resuming ${o.resume} at step ${run.step}`);
@@ -182,6 +211,7 @@ async function finetune(o: FinetuneOptions, resumingOut: boolean): Promise<{ log
     throw e;
   }
   bar.done();
+  if (run.trainer.boundary) progress(`boundary cache: ${run.trainer.boundary.store.size} of ${win.count} windows stored; the frozen prefix ran for ${run.trainer.boundary.fills} batch(es), the rest started at block ${freeze}`);
   await saveCheckpoint();
   progress(`saved ${o.out} (Hugging Face format: config.json, model.safetensors${files.tokenizerJson ? ', tokenizer.json' : ''}; plus optimizer.safetensors, train-state.json, train-log.json)`);
   if (o.json) printJson(run.json());
