@@ -11,6 +11,7 @@ import { traceCommand } from '../src/cli/trace.ts';
 import { DATASETS, buildData } from '../src/cli/data.ts';
 import { PRESETS, pretrainCommand } from '../src/cli/pretrain.ts';
 import { demoCommand } from '../src/cli/demo.ts';
+import { benchSavingsCommand } from '../src/cli/bench.ts';
 import { readText } from '../src/platform/node.ts';
 import { Tokenizer } from '../src/tokenizer/bpe.ts';
 import { checkSeq, modelConfig, validateFinetune } from '../src/cli/validate.ts';
@@ -130,6 +131,22 @@ program
     if (o.schedule !== 'cosine' && o.schedule !== 'constant') throw new UserError(`--schedule must be cosine or constant, got '${o.schedule}'`);
     await validateFinetune(o);
     await finetuneCommand({ ...o, shuffle: o.shuffle !== false, autoFreeze });
+  });
+
+const bench = program.command('bench').description('benchmarks for users: what freezing saves on this machine');
+bench
+  .command('savings')
+  .description('wall and GPU ms per training step and GPU memory at each freeze boundary, next to the cost model (boundaries interleaved across rounds)')
+  .requiredOption('--model <dir>', 'Hugging Face model directory')
+  .option('--batch <B>', 'sequences per step', int('--batch', 1), 4)
+  .option('--seq <T>', 'tokens per sequence (default: min(128, n_positions))', int('--seq', 1))
+  .option('--boundaries <list>', "'all' (none and 0..N) or a comma list such as none,0,6,12", 'all')
+  .option('--rounds <n>', 'timed rounds (medians over them)', int('--rounds', 1), 5)
+  .option('--cache-boundary', 'time the cached-boundary step (blocks K..N-1 only), as finetune --cache-boundary runs after its first epoch')
+  .option('--json', 'print the measurements as JSON')
+  .option('--plot <file.svg>', 'draw ms/step and memory against the boundary, with the analytic lines')
+  .action(async (o) => {
+    await benchSavingsCommand({ model: o.model, batch: o.batch, seq: o.seq, boundaries: o.boundaries, rounds: o.rounds, cacheBoundary: o.cacheBoundary === true, json: o.json, plot: o.plot });
   });
 
 // --- Real data and a base model of our own: corpora from npm packages, pretraining from scratch.

@@ -1,0 +1,181 @@
+// `semfreeze bench savings`: what freezing at each boundary saves on this machine, measured next to
+// the cost model. One training graph per boundary, all built first (each one's GPU memory measured
+// alone), then timed in rounds with the boundaries' order rotated every round so that machine noise
+// hits all alike. Per boundary: median wall ms and GPU ms per step, GPU memory, the analytic step FLOPs
+// and memory, and measured / analytic saving. With --cache-boundary each frozen boundary's step starts
+// at block K (the boundary activation cache's steady state) and the analytic figure drops the prefix.
+import { costTerms, stepCost, type Boundary } from '../analysis/cost.ts';
+import type { StepItem } from '../gpu/step.ts';
+import { ModelForward } from '../model/forward.ts';
+import { TrainingGraph } from '../train/graph.ts';
+import { renderLineChart } from '../util/linechart.ts';
+import { writeFileAtomic } from '../platform/node.ts';
+import { ProgressLine, UserError, printJson, progress } from './common.ts';
+import { loadModel } from './model.ts';
+import { fitTraining } from '../train/shapes.ts';
+import { assertNotInput, assertWritableFile } from './paths.ts';
+
+export interface BenchSavingsOptions {
+  model: string;
+  batch: number;
+  seq?: number;
+  /** 'all', or a comma list of 'none' and block counts. */
+  boundaries: string;
+  rounds: number;
+  cacheBoundary?: boolean;
+  json?: boolean;
+  plot?: string;
+}
+
+export interface BoundaryMeasurement {
+  boundary: Boundary;
+  wallMs: number;
+  gpuMs: number | null;
+  gpuBytes: number;
+  analyticFlops: number;
+  analyticBytes: number;
+  /** 1 − measured(K)/measured(none), wall and GPU; null for 'none'. */
+  measuredSaving: number | null;
+  measuredGpuSaving: number | null;
+  analyticSaving: number | null;
+  /** measured / analytic saving (wall). */
+  ratio: number | null;
+}
+
+const median = (xs: number[]) => {
+  const s = [...xs].sort((a, b) => a - b);
+  return s.length % 2 ? s[(s.length - 1) / 2]! : (s[s.length / 2 - 1]! + s[s.length / 2]!) / 2;
+};
+
+export function parseBoundaries(text: string, N: number): Boundary[] {
+  if (text === 'all') return ['none', ...Array.from({ length: N + 1 }, (_, k) => k)];
+  const out: Boundary[] = [];
+  for (const part of text.split(',').map((s) => s.trim())) {
+    if (part === 'none') out.push('none');
+    else if (/^\d+$/.test(part) && Number(part) <= N) out.push(Number(part));
+    else throw new UserError(`--boundaries: '${part}' is not none or a block count 0..${N}`);
+  }
+  if (!out.includes('none')) out.unshift('none');
+  return [...new Set(out)];
+}
+
+/** The analytic step FLOPs at K, without the frozen prefix's forward when its boundary is cached. */
+function analyticFlops(cfg: Parameters<typeof stepCost>[0], B: number, T: number, K: Boundary, cached: boolean): number {
+  const total = stepCost(cfg, B, T, K).flops.total;
+  if (!cached || K === 'none') return total;
+  const prefix = costTerms(cfg, B, T, K).filter((t) => t.phase === 'forward' && (t.name.startsWith('embed') || Number(/^block(\d+)\./.exec(t.name)?.[1] ?? Infinity) < K));
+  return total - prefix.reduce((s, t) => s + t.flops, 0);
+}
+
+export async function benchSavingsCommand(o: BenchSavingsOptions): Promise<BoundaryMeasurement[]> {
+  if (o.plot) {
+    assertNotInput('--plot', o.plot, [{ flag: '--model', path: o.model, dir: true }], 'file');
+    await assertWritableFile('--plot', o.plot);
+  }
+  const { rt, files, weights } = await loadModel(o.model, { quiet: o.json });
+  const cfg = files.config;
+  const N = cfg.nLayer;
+  const T = o.seq ?? Math.min(128, cfg.nPositions);
+  if (T > cfg.nPositions) throw new UserError(`--seq ${T} exceeds the model's context n_positions = ${cfg.nPositions}`);
+  const boundaries = parseBoundaries(o.boundaries, N);
+  const cached = o.cacheBoundary === true;
+  const V = cfg.vocabSize;
+  const ids = Array.from({ length: o.batch * T }, (_, i) => (i * 7919) % V);
+  const targets = Array.from({ length: o.batch * T }, (_, i) => (i * 104729 + 1) % V);
+
+  // Build every graph; its memory is what it allocated beyond the weights (measured as it is built).
+  const mark = rt.memory.mark();
+  const base = rt.memory.liveBytes;
+  const graphs: { K: Boundary; graph: TrainingGraph; bytes: number; items: StepItem[] }[] = [];
+  let boundaryState: Float32Array | null = null;
+  for (const K of boundaries) {
+    const freeze = K === 'none' ? null : K;
+    const fit = fitTraining(rt, cfg, { B: o.batch, T, accum: 1, freeze }, (line) => progress(line));
+    if (fit.accum !== 1) throw new UserError(`--batch ${o.batch} does not fit this adapter at --seq ${T}; use --batch ${fit.B}`);
+    const before = rt.memory.liveBytes;
+    const graph = await TrainingGraph.build(rt, weights, { B: o.batch, T, freeze, accum: 1, cachedBoundary: cached && freeze !== null }, { kind: 'adamw' });
+    graph.setBatch(ids, targets);
+    if (cached && freeze !== null) {
+      // A realistic boundary state: the prefix's output on the same batch.
+      const prefix = await ModelForward.build(rt, weights, { B: o.batch, T, saveFrom: N, endBlock: freeze, trace: { kind: 'none' }, loss: false, keepLogits: false });
+      prefix.setBatch(ids);
+      await prefix.run('bench-prefix');
+      boundaryState = await rt.memory.readFloat32(prefix.x, 0, o.batch * T * cfg.nEmbd);
+      prefix.destroy();
+      graph.setBoundary(boundaryState);
+    }
+    graph.optimizer.setStep(1, 0, { accumulation: 1, maxGradNorm: 0 }); // lr 0: the weights stay put
+    graphs.push({ K, graph, bytes: rt.memory.liveBytes - before, items: [...graph.zeroItems, ...graph.microItems[0]!, ...graph.updateItems] });
+  }
+  if (!o.json) progress(`bench savings: ${graphs.length} boundaries × ${o.rounds} rounds at B ${o.batch}, T ${T}${cached ? ', boundary cached' : ''}; GPU memory beyond the weights: ${((rt.memory.liveBytes - base) / 2 ** 20).toFixed(1)} MiB for all graphs`);
+
+  const wall = new Map<Boundary, number[]>(boundaries.map((K) => [K, []]));
+  const gpu = new Map<Boundary, number[]>(boundaries.map((K) => [K, []]));
+  const bar = new ProgressLine();
+  // A warm-up round (pipelines, first touch), then timed rounds with the order rotated.
+  for (let round = -1; round < o.rounds; round++) {
+    for (let i = 0; i < graphs.length; i++) {
+      const g = graphs[(i + Math.max(0, round)) % graphs.length]!;
+      const t = await rt.steps.run(`bench-${g.K}`, g.items, { timestamps: true });
+      if (round < 0) continue;
+      wall.get(g.K)!.push(t.wallMs);
+      if (t.gpuMs !== undefined) gpu.get(g.K)!.push(t.gpuMs);
+    }
+    if (!o.json && round >= 0) bar.update(`round ${round + 1}/${o.rounds}`, round + 1 === o.rounds);
+  }
+  if (!o.json) bar.done();
+
+  const fullWall = median(wall.get('none')!);
+  const fullGpu = gpu.get('none')!.length ? median(gpu.get('none')!) : null;
+  const fullFlops = analyticFlops(cfg, o.batch, T, 'none', false);
+  const rows: BoundaryMeasurement[] = graphs.map(({ K, bytes }) => {
+    const w = median(wall.get(K)!);
+    const g = gpu.get(K)!.length ? median(gpu.get(K)!) : null;
+    const flops = analyticFlops(cfg, o.batch, T, K, cached);
+    const analyticSaving = K === 'none' ? null : 1 - flops / fullFlops;
+    const measuredSaving = K === 'none' ? null : 1 - w / fullWall;
+    return {
+      boundary: K,
+      wallMs: w,
+      gpuMs: g,
+      gpuBytes: bytes,
+      analyticFlops: flops,
+      analyticBytes: stepCost(cfg, o.batch, T, K).memory.totalBytes,
+      measuredSaving,
+      measuredGpuSaving: K === 'none' || g === null || fullGpu === null ? null : 1 - g / fullGpu,
+      analyticSaving,
+      ratio: measuredSaving !== null && analyticSaving !== null && analyticSaving > 0 ? measuredSaving / analyticSaving : null,
+    };
+  });
+  rt.memory.releaseSince(mark);
+  weights.destroy(rt);
+
+  if (o.plot) {
+    const k = (r: BoundaryMeasurement) => (r.boundary === 'none' ? -1 : r.boundary);
+    const sorted = [...rows].sort((a, b) => k(a) - k(b));
+    const time = renderLineChart([
+      { name: 'wall ms/step', points: sorted.map((r) => ({ x: k(r), y: r.wallMs })) },
+      ...(sorted.every((r) => r.gpuMs !== null) ? [{ name: 'GPU ms/step', points: sorted.map((r) => ({ x: k(r), y: r.gpuMs! })) }] : []),
+      { name: 'analytic (scaled to full)', dashed: true, points: sorted.map((r) => ({ x: k(r), y: (fullWall * r.analyticFlops) / fullFlops })) },
+    ], { title: `step time per boundary (−1 = none)${cached ? ', boundary cached' : ''}`, xLabel: 'freeze boundary K', yLabel: 'ms per step' });
+    const mem = renderLineChart([
+      { name: 'GPU memory (MiB)', points: sorted.map((r) => ({ x: k(r), y: r.gpuBytes / 2 ** 20 })) },
+      { name: 'analytic (MiB)', dashed: true, points: sorted.map((r) => ({ x: k(r), y: r.analyticBytes / 2 ** 20 })) },
+    ], { title: 'memory per boundary', xLabel: 'freeze boundary K', yLabel: 'MiB' });
+    const h = (svg: string) => Number(/height="(\d+)"/.exec(svg)?.[1] ?? 400);
+    const w = (svg: string) => Number(/width="(\d+)"/.exec(svg)?.[1] ?? 640);
+    await writeFileAtomic(o.plot, `<svg xmlns="http://www.w3.org/2000/svg" width="${Math.max(w(time), w(mem))}" height="${h(time) + h(mem)}">\n<g>${time}</g>\n<g transform="translate(0 ${h(time)})">${mem}</g>\n</svg>\n`);
+    if (!o.json) progress(`wrote ${o.plot}`);
+  }
+
+  if (o.json) printJson({ model: o.model, batch: o.batch, seq: T, rounds: o.rounds, cacheBoundary: cached, adapter: rt.gpu.info, rows });
+  else {
+    const pct = (x: number | null) => (x === null ? '-' : `${(100 * x).toFixed(1)}%`);
+    const lines = ['boundary  wall ms  GPU ms  GPU MiB  saving (wall / GPU / analytic)  measured/analytic'];
+    for (const r of rows) {
+      lines.push(`${String(r.boundary).padStart(8)}  ${r.wallMs.toFixed(1).padStart(7)}  ${(r.gpuMs?.toFixed(1) ?? '-').padStart(6)}  ${(r.gpuBytes / 2 ** 20).toFixed(1).padStart(7)}  ${`${pct(r.measuredSaving)} / ${pct(r.measuredGpuSaving)} / ${pct(r.analyticSaving)}`.padEnd(30)}  ${r.ratio === null ? '-' : r.ratio.toFixed(2)}`);
+    }
+    process.stdout.write(`${lines.join('\n')}\n`);
+  }
+  return rows;
+}

@@ -1,0 +1,40 @@
+// `semfreeze bench savings`: one row per boundary with measured and analytic figures, boundaries
+// parsed strictly; the SVG drawn. (Speed itself is shown by running it, never asserted here.)
+import { mkdtempSync, readFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { benchSavingsCommand, parseBoundaries } from '../src/cli/bench.ts';
+import { stepCost } from '../src/analysis/cost.ts';
+import { fixture } from './util/fixtures.ts';
+
+describe('semfreeze bench savings', () => {
+  it('parses boundaries: all, lists, none always first; rejects others', () => {
+    expect(parseBoundaries('all', 3)).toEqual(['none', 0, 1, 2, 3]);
+    expect(parseBoundaries('2,0', 3)).toEqual(['none', 2, 0]);
+    expect(parseBoundaries('none,1,1', 3)).toEqual(['none', 1]);
+    expect(() => parseBoundaries('4', 3)).toThrow(/'4' is not none or a block count 0..3/);
+    expect(() => parseBoundaries('x', 3)).toThrow(/'x'/);
+  });
+
+  it.each([false, true])('gpt2-odd, cached boundary %s: a row per boundary, savings against none, the plot', async (cached) => {
+    const plot = join(mkdtempSync(join(tmpdir(), 'semfreeze-bench-')), 'savings.svg');
+    const f = fixture('gpt2-odd');
+    const rows = await benchSavingsCommand({ model: f.dir, batch: 2, seq: 16, boundaries: '0,3', rounds: 2, cacheBoundary: cached, json: true, plot });
+    expect(rows.map((r) => r.boundary)).toEqual(['none', 0, 3]);
+    for (const r of rows) {
+      expect(r.wallMs).toBeGreaterThan(0);
+      expect(r.gpuBytes).toBeGreaterThan(0);
+      expect(r.analyticBytes).toBe(stepCost(f.config, 2, 16, r.boundary).memory.totalBytes);
+    }
+    expect(rows[0]!.measuredSaving).toBeNull();
+    // K = N trains only the final norm: far less memory than full fine-tuning, analytically and measured.
+    expect(rows[2]!.gpuBytes).toBeLessThan(rows[0]!.gpuBytes);
+    expect(rows[2]!.analyticSaving!).toBeGreaterThan(0.3);
+    // The cached step drops the prefix's forward from the analytic figure.
+    const uncachedK3 = stepCost(f.config, 2, 16, 3).flops.total;
+    if (cached) expect(rows[2]!.analyticFlops).toBeLessThan(uncachedK3);
+    else expect(rows[2]!.analyticFlops).toBe(uncachedK3);
+    expect(readFileSync(plot, 'utf8')).toMatch(/^<svg[\s\S]*step time per boundary[\s\S]*memory per boundary/);
+  });
+});
