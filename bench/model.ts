@@ -1,13 +1,15 @@
 // Forward tokens/s and training-step time and GPU memory at several freeze boundaries, next to the
 // analytic figures of the cost model (method.md §6). Random weights in the benchmark configs' shapes.
 // The boundaries' training steps are timed interleaved (round-robin), so machine noise hits all alike.
-//   tsx bench/model.ts [--config small|gpt2|all] [--reps N] [--json FILE]
+// Configs: a small GPT-2, GPT-2 small's shape, and SmolLM2-135M's Llama shape (GQA 9/3 heads, SwiGLU,
+// RMSNorm, rotary, 30 blocks) at a short sequence so that it stays feasible in software WebGPU.
+//   tsx bench/model.ts [--config small|gpt2|smollm2|all] [--reps N] [--boundaries none,0,10,…] [--json FILE]
 import { Runtime } from '../src/gpu/runtime.ts';
 import { nodePlatform } from '../src/platform/node.ts';
 import type { ModelConfig } from '../src/model/config.ts';
 import { Gpt2Forward } from '../src/model/forward.ts';
 import { GpuWeights } from '../src/model/weights.ts';
-import { gpt2SmallConfig, randomParams } from '../src/model/random.ts';
+import { gpt2SmallConfig, randomParams, smolLM2_135MConfig } from '../src/model/random.ts';
 import { paramCount } from '../src/model/params.ts';
 import { TrainingGraph } from '../src/train/graph.ts';
 import type { StepItem } from '../src/gpu/step.ts';
@@ -19,6 +21,8 @@ interface BenchConfig {
   cfg: ModelConfig;
   forward: { B: number; T: number }[];
   train: { B: number; T: number };
+  /** Freeze boundaries to time (null = full fine-tuning); default none, 0, N/2, N−1. */
+  boundaries?: (number | null)[];
 }
 
 const SMALL: BenchConfig = {
@@ -32,6 +36,13 @@ const GPT2: BenchConfig = {
   cfg: gpt2SmallConfig(),
   forward: [{ B: 1, T: 256 }],
   train: { B: 1, T: 128 },
+};
+const SMOLLM2: BenchConfig = {
+  name: 'SmolLM2-135M shape (Llama: 30×576, 9 heads / 3 kv, head_dim 64, SwiGLU 1536, vocab 49152)',
+  cfg: smolLM2_135MConfig(),
+  forward: [{ B: 1, T: 128 }],
+  train: { B: 1, T: 128 },
+  boundaries: [null, 0, 10, 20, 29, 30],
 };
 
 async function timeItems(run: () => Promise<number>, reps: number): Promise<number> {
@@ -61,7 +72,8 @@ async function benchConfig(rt: Runtime, bc: BenchConfig, reps: number) {
 
   const { B, T } = bc.train;
   const N = cfg.nLayer;
-  const boundaries: (number | null)[] = [null, 0, Math.floor(N / 2), N - 1];
+  const boundaries: (number | null)[] = boundaryArg() ?? bc.boundaries ?? [null, 0, Math.floor(N / 2), N - 1];
+  if (boundaries[0] !== null) throw new Error('--boundaries must start with none (the reference of every saving)');
   const weightBytes = rt.memory.liveBytes;
   const ids = Array.from({ length: B * T }, (_, i) => (i * 7919) % cfg.vocabSize);
   const targets = Array.from({ length: B * T }, (_, i) => (i * 104729) % cfg.vocabSize);
@@ -115,11 +127,18 @@ async function benchConfig(rt: Runtime, bc: BenchConfig, reps: number) {
   return { config: bc.name, shape: cfg, parameters: paramCount(cfg), forward, train: { B, T, rows: train } };
 }
 
+/** --boundaries none,0,10,…: the freeze boundaries to time, full fine-tuning first. */
+function boundaryArg(): (number | null)[] | null {
+  const i = process.argv.indexOf('--boundaries');
+  if (i < 0) return null;
+  return process.argv[i + 1]!.split(',').map((x) => (x === 'none' ? null : Number(x)));
+}
+
 async function main() {
   const which = process.argv.includes('--config') ? process.argv[process.argv.indexOf('--config') + 1] : 'small';
   const reps = arg('--reps', 3);
   const rt = await Runtime.open(nodePlatform);
-  const configs = which === 'all' ? [SMALL, GPT2] : which === 'gpt2' ? [GPT2] : [SMALL];
+  const configs = which === 'all' ? [SMALL, GPT2, SMOLLM2] : which === 'gpt2' ? [GPT2] : which === 'smollm2' ? [SMOLLM2] : [SMALL];
   const results = [];
   for (const c of configs) results.push(await benchConfig(rt, c, reps));
   emit({ benchmark: 'model', date: new Date().toISOString(), machine: machine(rt), reps, results });
