@@ -25,7 +25,7 @@ if (mm) {
   p();
 }
 
-for (const f of ['model-small.json', 'model-gpt2.json']) {
+for (const f of ['model-small.json', 'model-gpt2.json', 'model-smollm2.json']) {
   const m = read(f);
   if (!m) continue;
   for (const r of m.results) {
