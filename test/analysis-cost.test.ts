@@ -510,3 +510,25 @@ describe('cost model: parameter counts match the parameter layout', () => {
     expect(parameterCounts(smolLM2_135MConfig()).total).toBe(134515008);
   });
 });
+
+describe('cost model: the boundary activation cache (cachedBoundary)', () => {
+  const cfg = { modelType: 'gpt2' as const, nLayer: 4, nEmbd: 16, nHead: 2, nInner: 64, vocabSize: 50, nPositions: 32, layerNormEpsilon: 1e-5, activation: 'gelu_tanh' as const, tiedHead: true };
+  it('drops exactly the embedding and the frozen blocks\' forward terms; nothing else changes', () => {
+    for (const K of [0, 2, 4] as const) {
+      const plain = costTerms(cfg, 2, 8, K);
+      const cached = costTerms(cfg, 2, 8, K, { cachedBoundary: true });
+      const dropped = plain.filter((t) => !cached.some((c) => c.name === t.name && c.phase === t.phase));
+      expect(dropped.length).toBeGreaterThan(0);
+      for (const t of dropped) {
+        expect(t.phase).toBe('forward');
+        expect(t.name.startsWith('embed') || Number(/^block(\d+)\./.exec(t.name)![1]) < K, t.name).toBe(true);
+      }
+      const b = stepCost(cfg, 2, 8, K);
+      const c = stepCost(cfg, 2, 8, K, { cachedBoundary: true });
+      expect(b.flops.total - c.flops.total).toBe(dropped.reduce((s, t) => s + t.flops, 0));
+      expect(c.flops.backward).toBe(b.flops.backward);
+      expect(c.memory.totalBytes).toBe(b.memory.totalBytes);
+    }
+    expect(stepCost(cfg, 2, 8, 'none', { cachedBoundary: true }).flops.total).toBe(stepCost(cfg, 2, 8, 'none').flops.total);
+  });
+});

@@ -124,6 +124,11 @@ export interface CostOptions {
    * Default: what ModelForward's headRowChunk picks (logitsRowChunk).
    */
   logitsRowChunk?: number;
+  /**
+   * The boundary activation cache's steady state (finetune --cache-boundary, after its first epoch):
+   * the embedding and the frozen blocks' forward are not run; the step starts at block K.
+   */
+  cachedBoundary?: boolean;
 }
 
 /** K = number of frozen blocks (0..N), or 'none' = full fine-tuning including embeddings. */
@@ -453,6 +458,10 @@ export function costTerms(cfg: ModelConfig, B: number, T: number, K: Boundary, o
   }
 
   add('optimizer', 'optimizer', K0.adamw * trainableParams(cfg, K, opts));
+  if (opts.cachedBoundary && K !== 'none') {
+    const prefix = (t: CostTerm) => t.phase === 'forward' && (t.name.startsWith('embed') || Number(/^block(\d+)\./.exec(t.name)?.[1] ?? Infinity) < K);
+    return terms.filter((t) => !prefix(t));
+  }
   return terms;
 }
 

@@ -6,7 +6,7 @@
 
 import type { ModelConfig } from '../model/config.ts';
 import { decideBoundary, parseBudget, type Budget, type BoundaryDecision, type CostContext } from './boundary.ts';
-import { predictedSaving, type CostRow } from './cost.ts';
+import { predictedSaving, stepCost, type CostRow } from './cost.ts';
 import { computeGains, DEFAULT_GAIN_STRATEGY, observedReductions, type GainContext, type GainResult } from './gain.ts';
 import { AnalysisError, type DeviationResult } from './types.ts';
 
@@ -70,6 +70,9 @@ export interface AnalysisReport {
     stepRatio: number;
     memoryRatio: number;
     ruleOfThumbStepRatio: number;
+    /** With the boundary activation cache (finetune --cache-boundary), after its first epoch. */
+    cachedStepFlops: number;
+    cachedStepRatio: number;
   } | null;
 }
 
@@ -137,7 +140,12 @@ export function buildReport(input: ReportInput): AnalysisReport {
       stepRatio: s.stepRatio,
       memoryRatio: s.memoryRatio,
       ruleOfThumbStepRatio: s.ruleOfThumbStepRatio,
+      cachedStepFlops: 0,
+      cachedStepRatio: 0,
     };
+    const cached = stepCost(c.config, c.batch, c.seqLen, K, { ...c.options, cachedBoundary: true }).flops.total;
+    cost.cachedStepFlops = cached;
+    cost.cachedStepRatio = cached / s.full.flops.total;
   }
   const cfg = input.cost?.config ?? input.gainContext?.config;
   const report: AnalysisReport = {
@@ -249,6 +257,7 @@ export function renderReportText(r: AnalysisReport): string {
     L.push(`  ${pad('  of which dX/dW', 18)}${padL(flops(c.atK.backwardDXFlops), 14)} / ${flops(c.atK.backwardDWFlops)}`);
     row('optimizer FLOPs', c.atK.optimizerFlops, c.full.optimizerFlops, flops);
     row('step FLOPs', c.atK.stepFlops, c.full.stepFlops, flops);
+    row('  boundary cached', c.cachedStepFlops, c.full.stepFlops, flops);
     L.push(`  ${pad('', 18)}rule of thumb (1 + 2(N−K)/N)/3 = ${pct(c.ruleOfThumbStepRatio)}`);
     row('trainable params', c.atK.trainableParams, c.full.trainableParams, (x) => String(x));
     row('grads + AdamW', c.atK.gradientBytes + c.atK.adamStateBytes, c.full.gradientBytes + c.full.adamStateBytes, bytes);

@@ -4,7 +4,7 @@
 // hits all alike. Per boundary: median wall ms and GPU ms per step, GPU memory, the analytic step FLOPs
 // and memory, and measured / analytic saving. With --cache-boundary each frozen boundary's step starts
 // at block K (the boundary activation cache's steady state) and the analytic figure drops the prefix.
-import { costTerms, stepCost, type Boundary } from '../analysis/cost.ts';
+import { stepCost, type Boundary } from '../analysis/cost.ts';
 import type { StepItem } from '../gpu/step.ts';
 import { ModelForward } from '../model/forward.ts';
 import { TrainingGraph } from '../train/graph.ts';
@@ -61,10 +61,7 @@ export function parseBoundaries(text: string, N: number): Boundary[] {
 
 /** The analytic step FLOPs at K, without the frozen prefix's forward when its boundary is cached. */
 function analyticFlops(cfg: Parameters<typeof stepCost>[0], B: number, T: number, K: Boundary, cached: boolean): number {
-  const total = stepCost(cfg, B, T, K).flops.total;
-  if (!cached || K === 'none') return total;
-  const prefix = costTerms(cfg, B, T, K).filter((t) => t.phase === 'forward' && (t.name.startsWith('embed') || Number(/^block(\d+)\./.exec(t.name)?.[1] ?? Infinity) < K));
-  return total - prefix.reduce((s, t) => s + t.flops, 0);
+  return stepCost(cfg, B, T, K, { cachedBoundary: cached }).flops.total;
 }
 
 export async function benchSavingsCommand(o: BenchSavingsOptions): Promise<BoundaryMeasurement[]> {
