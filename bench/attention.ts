@@ -1,16 +1,24 @@
 // Attention forward/backward time on this adapter next to the matmuls of the same GPT-2 layer:
 // median over repeated runs, GPU timestamps when the adapter has them (wall time otherwise).
-// `tsx bench/attention.ts [--reps N] [--quick] [--json FILE]`
+// `tsx bench/attention.ts [--reps N] [--quick] [--all] [--json FILE]`
+// --all adds grouped-query / Gemma2-style shapes (head size 256, sliding window, softcap); their
+// pipelines take minutes to compile on a cold Mesa shader cache.
 import { Runtime } from '../src/gpu/runtime.ts';
 import { nodePlatform } from '../src/platform/node.ts';
 import type { Dispatch } from '../src/gpu/step.ts';
-import { attentionBackward, attentionBufferBytes, attentionForward, attentionForwardFlops, ATTENTION_WG, type AttentionShape } from '../src/ops/attention.ts';
+import { attentionBackward, attentionBufferBytes, attentionDims, attentionForward, attentionForwardFlops, ATTENTION_WG, type AttentionShape } from '../src/ops/attention.ts';
 import { benchMatmul } from './matmul.ts';
 import { arg, emit, machine, median } from './util.ts';
 
 const SHAPES: (AttentionShape & { name: string })[] = [
   { name: 'B=4 T=256 C=768 h=12', B: 4, T: 256, C: 768, nHead: 12 },
   { name: 'B=1 T=1024 C=768 h=12', B: 1, T: 1024, C: 768, nHead: 12 },
+];
+/** With --all: Qwen2-0.5B's attention (14 query heads on 2 kv heads of 64), Gemma2-2B's (8 on 4 of 256, softcap 50) with and without a 256-key window. */
+const MORE_SHAPES: (AttentionShape & { name: string })[] = [
+  { name: 'B=1 T=1024 h=14/2 hd=64', B: 1, T: 1024, C: 896, nHead: 14, nKvHead: 2 },
+  { name: 'B=1 T=1024 h=8/4 hd=256 cap', B: 1, T: 1024, C: 2304, nHead: 8, nKvHead: 4, headDim: 256, softcap: 50, scale: 256 ** -0.5 },
+  { name: 'B=1 T=1024 h=8/4 hd=256 cap w=256', B: 1, T: 1024, C: 2304, nHead: 8, nKvHead: 4, headDim: 256, softcap: 50, scale: 256 ** -0.5, window: 256 },
 ];
 
 async function time(rt: Runtime, label: string, items: Dispatch[], reps: number): Promise<number> {
@@ -29,15 +37,18 @@ async function main() {
   const rt = await Runtime.open(nodePlatform);
   const mem = rt.memory;
   const results = [];
-  for (const s of SHAPES) {
+  const all = process.argv.includes('--all');
+  for (const s of all ? [...SHAPES, ...MORE_SHAPES] : SHAPES) {
     const { B, T, C, nHead } = s;
+    const gpt2 = SHAPES.includes(s);
+    const { qkvWidth, outWidth } = attentionDims(s);
     const rnd = (n: number) => new Float32Array(n).map(() => Math.random() * 2 - 1);
     const sizes = attentionBufferBytes(s);
-    const qkv = mem.upload('bench.qkv', rnd(B * T * 3 * C));
-    const out = mem.storage('bench.out', B * T * C * 4);
+    const qkv = mem.upload('bench.qkv', rnd(B * T * qkvWidth));
+    const out = mem.storage('bench.out', B * T * outWidth * 4);
     const stats = mem.storage('bench.stats', sizes.statsBytes);
-    const dout = mem.upload('bench.dout', rnd(B * T * C));
-    const dqkv = mem.storage('bench.dqkv', B * T * 3 * C * 4);
+    const dout = mem.upload('bench.dout', rnd(B * T * outWidth));
+    const dqkv = mem.storage('bench.dqkv', B * T * qkvWidth * 4);
     const scratch = mem.storage('bench.scratch', sizes.scratchBytes);
     let t0 = performance.now();
     const fwd = await attentionForward(rt, { ...s, qkv, out, stats, save: true });
@@ -54,17 +65,17 @@ async function main() {
     // The same layer's matmuls (forward): c_attn, attn c_proj, mlp c_fc, mlp c_proj.
     const M = B * T;
     const mm: Record<string, number> = {};
-    if (!quick) {
+    if (!quick && gpt2) {
       const mmMs = async (m: number, n: number, k: number) => (await benchMatmul(rt, m, n, k, 'nn', reps))[0]!.ms;
       mm.c_attn = await mmMs(M, 3 * C, C);
       mm.attn_proj = await mmMs(M, C, C);
       mm.c_fc = await mmMs(M, 4 * C, C);
       mm.mlp_proj = await mmMs(M, C, 4 * C);
     }
-    const line = `${s.name.padEnd(24)} fwd ${fwdMs.toFixed(1)} ms (${(gf / (fwdMs / 1e3)).toFixed(1)} GFLOP/s causal)  fwd-only ${fwdOnlyMs.toFixed(1)}  bwd ${(bwdQMs + bwdKvMs).toFixed(1)} ms (q ${bwdQMs.toFixed(1)} + kv ${bwdKvMs.toFixed(1)})  build ${buildMs.toFixed(0)} ms`;
+    const line = `${s.name.padEnd(gpt2 ? 24 : 34)} fwd ${fwdMs.toFixed(1)} ms (${(gf / (fwdMs / 1e3)).toFixed(1)} GFLOP/s causal)  fwd-only ${fwdOnlyMs.toFixed(1)}  bwd ${(bwdQMs + bwdKvMs).toFixed(1)} ms (q ${bwdQMs.toFixed(1)} + kv ${bwdKvMs.toFixed(1)})  build ${buildMs.toFixed(0)} ms`;
     process.stderr.write(line + '\n');
-    if (!quick) process.stderr.write(`${''.padEnd(24)} matmuls: ${Object.entries(mm).map(([k, v]) => `${k} ${v.toFixed(1)}`).join('  ')} ms\n`);
-    results.push({ ...s, wg: ATTENTION_WG, reps, forwardMs: fwdMs, forwardOnlyMs: fwdOnlyMs, backwardQMs: bwdQMs, backwardKvMs: bwdKvMs, forwardGflops: gf / (fwdMs / 1e3), buildMs, matmulMs: mm, statsBytes: sizes.statsBytes, scratchBytes: sizes.scratchBytes, probsBytesIfStored: 4 * B * nHead * T * T });
+    if (!quick && gpt2) process.stderr.write(`${''.padEnd(24)} matmuls: ${Object.entries(mm).map(([k, v]) => `${k} ${v.toFixed(1)}`).join('  ')} ms\n`);
+    results.push({ ...s, wg: ATTENTION_WG, reps, forwardMs: fwdMs, forwardOnlyMs: fwdOnlyMs, backwardQMs: bwdQMs, backwardKvMs: bwdKvMs, forwardGflops: gf / (fwdMs / 1e3), buildMs, matmulMs: gpt2 && !quick ? mm : undefined, statsBytes: sizes.statsBytes, scratchBytes: sizes.scratchBytes, probsBytesIfStored: 4 * B * nHead * T * T });
   }
   emit({ benchmark: 'attention', date: new Date().toISOString(), machine: machine(rt), timing: rt.gpu.hasTimestamps ? 'gpu' : 'wall', results });
   rt.destroy();
