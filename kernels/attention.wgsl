@@ -52,8 +52,11 @@
 // - backward_kv of a kv head walks the query heads of its group one after the other, each over
 //   the query rows that see the tile's keys: the group's dk, dv sum in registers, without atomics.
 // - Any HS ≤ 256 (4·MAXD4): rows are read as vec4 chunks of scalar loads, zero-padded past HS.
-//   MAXD4 was 32 (HS ≤ 128) for GPT-2; 64 only adds the zeroing of the larger private arrays
-//   (WGSL zero-initializes them) once per workgroup, within measurement noise on GPT-2's shapes.
+//   MAXD4 was 32 (HS ≤ 128). 64 is the one change GPT-2 cannot compile away (private array
+//   sizes must be const-expressions, not overrides): WGSL zero-initializes the larger arrays
+//   once per workgroup and the stack layout changes. Measured interleaved on GPT-2's shapes, the
+//   previous kernel with only MAXD4 = 64 and this one both run the forward ~1–3% slower than
+//   before and the backward within noise; MAXD4 = 32 gives that back and limits HS to 128.
 //   Large HS compile fast (the chunk loops stay loops: ~4 s per entry point at HS 128 or 256
 //   on 2 cores vs ~5–40 s at HS 24–64 with a cold cache) and run at GPT-2's flops per second.
 // - Compile cost: these bodies are large. lavapipe compiles on first dispatch, so each new
