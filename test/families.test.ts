@@ -11,33 +11,14 @@ import type { Runtime } from '../src/gpu/runtime.ts';
 import { ModelForward } from '../src/model/forward.ts';
 import { hfName, isTrainable } from '../src/model/params.ts';
 import { GpuWeights, hostParams } from '../src/model/weights.ts';
-import { TrainingGraph } from '../src/train/graph.ts';
-import type { OptimizerOptions } from '../src/train/optimizer.ts';
 import { fixture, type Fixture } from './util/fixtures.ts';
+import { buildGraph, gradients, trainSteps } from './util/train.ts';
 import { relError, runtime } from './util/gpu.ts';
 
 const FAMILIES = ['llama-gqa', 'qwen2-bias', 'gemma2-softcap'] as const;
 
 async function upload(rt: Runtime, f: Fixture): Promise<GpuWeights> {
   return GpuWeights.upload(rt, f.config, await hostParams({ config: f.config, weights: f.model }));
-}
-
-async function buildGraph(rt: Runtime, f: Fixture, freeze: number | null, optim: OptimizerOptions = { kind: 'adamw', weightDecay: 0.1 }) {
-  const weights = await upload(rt, f);
-  const graph = await TrainingGraph.build(rt, weights, { B: f.B, T: f.T, freeze, accum: 1 }, optim);
-  graph.setBatch(f.inputIds, f.targets);
-  return { weights, graph };
-}
-
-async function trainSteps(graph: TrainingGraph, n: number, lr: number, maxGradNorm = 0): Promise<number[]> {
-  const rt = graph.rt;
-  const losses: number[] = [];
-  for (let t = 1; t <= n; t++) {
-    graph.optimizer.setStep(t, lr, { accumulation: 1, maxGradNorm });
-    await rt.steps.run('step', [...graph.zeroItems, ...graph.microItems[0]!, ...graph.updateItems]);
-    losses.push((await rt.memory.readFloat32(graph.stepLosses, 0, 1))[0]!);
-  }
-  return losses;
 }
 
 describe.each(FAMILIES)('%s against transformers', (name) => {
@@ -95,8 +76,7 @@ describe.each(FAMILIES)('%s against transformers', (name) => {
   it.each([null, 0, Math.floor(N / 2)])('gradients of every trainable tensor at --freeze %s within 1e-3 of torch autograd', async (freeze) => {
     const rt = await runtime();
     const { weights, graph } = await buildGraph(rt, f, freeze);
-    await rt.steps.run('grad', [...graph.zeroItems, ...graph.microItems[0]!]);
-    const loss = (await rt.memory.readFloat32(graph.stepLosses, 0, 1))[0]!;
+    const loss = await gradients(graph);
     expect(Math.abs(loss - f.ref.getFloat32('loss')[0]!) / f.ref.getFloat32('loss')[0]!).toBeLessThan(1e-4);
     const trainable = weights.specs.filter((s) => isTrainable(s, freeze));
     expect(trainable.length).toBe(graph.grads.size);

@@ -2,41 +2,14 @@
 // (fixtures from test/fixtures/make_fixtures.py), and against the untruncated backward.
 import { describe, expect, it } from 'vitest';
 import type { Runtime } from '../src/gpu/runtime.ts';
-import { GpuWeights, hostParams } from '../src/model/weights.ts';
+import { GpuWeights } from '../src/model/weights.ts';
 import { hfName, isTrainable } from '../src/model/params.ts';
 import { TrainingGraph } from '../src/train/graph.ts';
-import type { OptimizerOptions } from '../src/train/optimizer.ts';
-import { fixture, type Fixture } from './util/fixtures.ts';
+import { fixture } from './util/fixtures.ts';
+import { buildGraph, gradients, trainSteps } from './util/train.ts';
 import { freshSeed, relError, runtime } from './util/gpu.ts';
 import { gpt2Backward, gpt2Forward, mulberry32, randInts, randomGpt2Params } from './reference/ops.ts';
 import type { ModelConfig } from '../src/model/config.ts';
-
-async function buildGraph(rt: Runtime, f: Fixture, freeze: number | null, optim: OptimizerOptions = { kind: 'adamw', weightDecay: 0.1 }, headChunkRows?: number) {
-  const weights = GpuWeights.upload(rt, f.config, await hostParams({ config: f.config, weights: f.model }));
-  const headChunkBytes = headChunkRows ? headChunkRows * f.config.nEmbd * 4 : undefined;
-  const graph = await TrainingGraph.build(rt, weights, { B: f.B, T: f.T, freeze, accum: 1, headChunkBytes }, optim);
-  graph.setBatch(f.inputIds, f.targets);
-  return { weights, graph };
-}
-
-/** One forward + backward (no update); returns the loss. */
-async function gradients(graph: TrainingGraph): Promise<number> {
-  const rt = graph.rt;
-  await rt.steps.run('grad', [...graph.zeroItems, ...graph.microItems[0]!]);
-  return (await rt.memory.readFloat32(graph.stepLosses, 0, 1))[0]!;
-}
-
-/** n optimizer steps on the fixture's fixed batch at a constant learning rate; the loss before each. */
-async function trainSteps(graph: TrainingGraph, n: number, lr: number, maxGradNorm = 0): Promise<number[]> {
-  const rt = graph.rt;
-  const losses: number[] = [];
-  for (let t = 1; t <= n; t++) {
-    graph.optimizer.setStep(t, lr, { accumulation: 1, maxGradNorm });
-    await rt.steps.run('step', [...graph.zeroItems, ...graph.microItems[0]!, ...graph.updateItems]);
-    losses.push((await rt.memory.readFloat32(graph.stepLosses, 0, 1))[0]!);
-  }
-  return losses;
-}
 
 function destroy(rt: Runtime, ...bufs: { destroy(rt: Runtime): void }[]) {
   for (const b of bufs) b.destroy(rt);

@@ -4,10 +4,8 @@ import { resolve } from 'node:path';
 import { windows } from '../data/tokens.ts';
 import { GpuWeights, hostParams, readModelDir } from '../model/weights.ts';
 import { nodePlatform } from '../platform/node.ts';
-import { FinetuneRun, describeFreeze, parseFreeze, type TrainLogEntry } from '../train/finetune.ts';
-import type { ScheduleKind } from '../train/schedule.ts';
+import { FinetuneRun, describeFreeze, parseFreeze, type FinetuneSpec, type TrainLogEntry } from '../train/finetune.ts';
 import type { LoaderState } from '../train/trainer.ts';
-import type { OptimizerKind } from '../train/optimizer.ts';
 import { CHECKPOINT_FILES, CheckpointWriteError, checkpointStep, claimOutputDir, readResumeState, recoverCheckpoint, writeCheckpoint, type ResumeState } from './checkpoint.ts';
 import { ProgressLine, UserError, formatEta, openRuntime, printJson, progress } from './common.ts';
 import { acquireLock } from './lock.ts';
@@ -17,27 +15,12 @@ import { fingerprintFile, fingerprintModel, runDifferences, type RunFingerprint 
 import { openBoundaryStore } from './boundary-disk.ts';
 import type { BoundaryStore } from '../train/boundary.ts';
 
-export interface FinetuneOptions {
+/** The core's run settings (src/train/finetune.ts), with --freeze as given (none, auto or K), and the CLI's own. */
+export interface FinetuneOptions extends Omit<FinetuneSpec, 'freeze'> {
   model: string;
   data: string;
   eval?: string;
   freeze: string;
-  steps: number;
-  batch: number;
-  seq: number;
-  lr: number;
-  optimizer: OptimizerKind;
-  weightDecay: number;
-  clip: number;
-  warmup: number;
-  schedule: ScheduleKind;
-  accum: number;
-  seed: number;
-  shuffle: boolean;
-  evalEvery: number;
-  evalWindows: number;
-  logEvery: number;
-  saveEvery: number;
   out: string;
   resume?: string;
   /** Replace the semfreeze checkpoint already in --out (without it that is refused). */
