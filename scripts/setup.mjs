@@ -183,4 +183,4 @@ if (!adapter) {
 }
 log(`WebGPU adapter: ${adapter}`);
 ensureChromium();
-log('ready: `npm start` runs `semfreeze doctor`, `npm test` runs the tests');
+log('ready: `npm start` runs the demo, `npm run web` serves the page, `npm test` runs the tests');
