@@ -14,20 +14,15 @@ export async function evalCommand(o: { model: string; data: string; seq: number;
   if (o.seq > cfg.nPositions) throw new UserError(`--seq ${o.seq} exceeds the model's context n_positions = ${cfg.nPositions}`);
   const win = windows(await loadTokens(o.data, files), o.seq, o.data);
   const bar = new ProgressLine();
-  let result: EvalResult;
-  try {
-    result = await evaluateWindows(rt, weights, win, {
-      batch: o.batch,
-      maxWindows: o.maxWindows,
-      onNote: (line) => progress(line),
-      onBatch: (done, count, mean, s) => {
-        if (!o.json) bar.update(`eval ${done}/${count} windows  loss ${mean.toFixed(4)}  ${((done * o.seq) / s).toFixed(0)} tok/s  ETA ${formatEta((s / done) * (count - done))}`);
-      },
-    });
-  } catch (e) {
-    if (e instanceof UserError && e.message.startsWith('the loss is')) throw new UserError(`${o.model}: ${e.message}`);
-    throw e;
-  }
+  const result = await evaluateWindows(rt, weights, win, {
+    batch: o.batch,
+    maxWindows: o.maxWindows,
+    model: o.model,
+    onNote: (line) => progress(line),
+    onBatch: (done, count, mean, s) => {
+      if (!o.json) bar.update(`eval ${done}/${count} windows  loss ${mean.toFixed(4)}  ${((done * o.seq) / s).toFixed(0)} tok/s  ETA ${formatEta((s / done) * (count - done))}`);
+    },
+  });
   if (!o.json) bar.done();
   if (o.json) printJson(result);
   else process.stdout.write(`loss ${result.loss.toFixed(6)}  perplexity ${result.perplexity.toFixed(3)}  (${result.windows} windows × ${result.seq} tokens)\n`);

@@ -142,7 +142,7 @@ async function train(o: FinetuneOptions, p: Prepared): Promise<{ log: TrainLogEn
   const cfg = files.config;
   const rt = await openRuntime();
   const model = { files, weights: GpuWeights.upload(rt, cfg, await hostParams(files)), seconds: 0 };
-  const run = await FinetuneRun.build(rt, model, win, evalWin, { ...o, freeze }, { onNote: (line) => progress(line), boundaryStore: p.boundaryStore });
+  const run = await FinetuneRun.build(rt, model, win, evalWin, { ...o, freeze }, { onNote: (line) => progress(line), boundaryStore: p.boundaryStore, kept: `the last good checkpoint (if any) in ${o.out} is kept` });
   if (resume) {
     run.restore({ step: resume.state.step as number, loader: resume.state.loader as LoaderState, optimizer: resume.optimizer, log: resume.log as TrainLogEntry[] });
     progress(`resuming ${o.resume} at step ${run.step}`);
@@ -155,13 +155,7 @@ async function train(o: FinetuneOptions, p: Prepared): Promise<{ log: TrainLogEn
   const absolutePaths = { model: resolve(o.model), data: resolve(o.data), out: resolve(o.out), eval: o.eval && resolve(o.eval), resume: o.resume && resolve(o.resume) };
   let lastSaved = checkpointStep(o.out);
   const saveCheckpoint = async () => {
-    let params: Map<string, Float32Array>;
-    try {
-      params = await run.params();
-    } catch (e) {
-      if (e instanceof UserError) throw new UserError(`${e.message} The last good checkpoint (if any) in ${o.out} is kept.`);
-      throw e;
-    }
+    const params = await run.params();
     try {
       await writeCheckpoint(o.out, {
         config: cfg,
@@ -181,18 +175,13 @@ async function train(o: FinetuneOptions, p: Prepared): Promise<{ log: TrainLogEn
   };
 
   const bar = new ProgressLine(0);
-  try {
-    await run.run({
-      onStep: (entry, eta) => {
-        if (entry.loss === undefined && entry.evalLoss === undefined) return;
-        bar.update(`step ${entry.step}/${o.steps}  loss ${entry.loss?.toFixed(4) ?? '-'}${entry.evalLoss !== undefined ? `  eval ${entry.evalLoss.toFixed(4)}` : ''}  lr ${entry.lr.toExponential(2)}  ${entry.tokensPerSecond.toFixed(0)} tok/s  ETA ${formatEta(eta)}`, true);
-      },
-      onSave: () => saveCheckpoint(),
-    });
-  } catch (e) {
-    if (e instanceof UserError && e.message.startsWith('the loss became')) throw new UserError(`${e.message.replace('nothing of this step is saved', `the last good checkpoint (if any) in ${o.out} is kept`)}`);
-    throw e;
-  }
+  await run.run({
+    onStep: (entry, eta) => {
+      if (entry.loss === undefined && entry.evalLoss === undefined) return;
+      bar.update(`step ${entry.step}/${o.steps}  loss ${entry.loss?.toFixed(4) ?? '-'}${entry.evalLoss !== undefined ? `  eval ${entry.evalLoss.toFixed(4)}` : ''}  lr ${entry.lr.toExponential(2)}  ${entry.tokensPerSecond.toFixed(0)} tok/s  ETA ${formatEta(eta)}`, true);
+    },
+    onSave: () => saveCheckpoint(),
+  });
   bar.done();
   if (run.trainer.boundary) progress(`boundary cache: ${run.trainer.boundary.store.size} of ${win.count} windows stored; the frozen prefix ran for ${run.trainer.boundary.fills} batch(es), the rest started at block ${freeze}`);
   await saveCheckpoint();

@@ -71,7 +71,7 @@ export async function evaluateWindows(
   rt: Runtime,
   weights: GpuWeights,
   win: TokenWindows,
-  o: { batch: number; maxWindows?: number; now?: () => number; onNote?: NoteSink; onBatch?: (windowsDone: number, count: number, meanLoss: number, seconds: number) => void },
+  o: { batch: number; maxWindows?: number; now?: () => number; onNote?: NoteSink; onBatch?: (windowsDone: number, count: number, meanLoss: number, seconds: number) => void; model?: string },
 ): Promise<EvalResult> {
   const now = o.now ?? (() => performance.now());
   const count = o.maxWindows ? Math.min(o.maxWindows, win.count) : win.count;
@@ -82,6 +82,6 @@ export async function evaluateWindows(
   const loss = await evaluator.loss(count, (done, mean) => o.onBatch?.(done, count, mean, (now() - t0) / 1000));
   const seconds = (now() - t0) / 1000;
   const n = count * T;
-  if (!Number.isFinite(loss)) throw new UserError(`the loss is ${loss}: the model's weights are not finite (or the data is broken)`);
+  if (!Number.isFinite(loss)) throw new UserError(`${o.model ? `${o.model}: ` : ''}the loss is ${loss}: the model's weights are not finite (or the data is broken)`);
   return { loss, perplexity: Math.exp(loss), windows: count, tokens: n, seq: T, batch: B, seconds, tokensPerSecond: n / seconds };
 }

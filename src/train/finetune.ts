@@ -76,6 +76,9 @@ export interface FinetuneHooks {
   shouldStop?: () => boolean;
 }
 
+/** What a run that stops on a non-finite loss or weight leaves behind (said in the error). */
+const NOTHING_KEPT = 'nothing of this run is saved';
+
 export class FinetuneRun {
   readonly log: TrainLogEntry[] = [];
 
@@ -91,6 +94,8 @@ export class FinetuneRun {
     /** The micro-batch size and accumulation the graph was built with. */
     readonly fit: { B: number; accum: number },
     private readonly now: () => number,
+    /** Said when the run stops on a non-finite value: what the user still has (e.g. the last checkpoint). */
+    private readonly kept: string,
   ) {}
 
   /** Build the graph for `model` (its weights are trained in place) over `train`, held-out loss on `heldOut`. */
@@ -98,7 +103,7 @@ export class FinetuneRun {
    * `boundaryStore`: cache the boundary hidden state of every training window there (the first time it
    * is used) and run only blocks K..N−1 from then on; needs a freeze boundary.
    */
-  static async build(rt: Runtime, model: LoadedModel, train: TokenWindows, heldOut: TokenWindows | null, spec: FinetuneSpec, o: { onNote?: NoteSink; now?: () => number; boundaryStore?: BoundaryStore } = {}): Promise<FinetuneRun> {
+  static async build(rt: Runtime, model: LoadedModel, train: TokenWindows, heldOut: TokenWindows | null, spec: FinetuneSpec, o: { onNote?: NoteSink; now?: () => number; boundaryStore?: BoundaryStore; kept?: string } = {}): Promise<FinetuneRun> {
     const cfg = model.files.config;
     if (spec.seq > cfg.nPositions) throw new UserError(`--seq ${spec.seq} exceeds the model's context n_positions = ${cfg.nPositions}`);
     if (spec.freeze !== null && (spec.freeze < 0 || spec.freeze > cfg.nLayer)) throw new UserError(`--freeze ${spec.freeze}: the model has only ${cfg.nLayer} blocks (0 ≤ K ≤ ${cfg.nLayer})`);
@@ -112,7 +117,7 @@ export class FinetuneRun {
     const loader = new BatchLoader(train, fit.B, spec.shuffle, spec.seed);
     // The same held-out loss as pretrain and demo: mean over every token of the first evalWindows windows.
     const evaluator = heldOut ? await WindowEvaluator.build(rt, model.weights, heldOut, fit.B) : null;
-    return new FinetuneRun(rt, model, spec, graph, trainer, loader, schedule, evaluator, fit, o.now ?? (() => performance.now()));
+    return new FinetuneRun(rt, model, spec, graph, trainer, loader, schedule, evaluator, fit, o.now ?? (() => performance.now()), o.kept ?? NOTHING_KEPT);
   }
 
   get step(): number {
@@ -154,7 +159,7 @@ export class FinetuneRun {
       const r = await this.trainer.trainStep(this.loader, logNow);
       const entry: TrainLogEntry = { step: r.step, lr: r.lr, ms: r.ms, tokensPerSecond: tokensPerStep / (r.ms / 1000) };
       if (r.loss !== null) {
-        if (!Number.isFinite(r.loss)) throw new UserError(`the loss became ${r.loss} at step ${r.step}: stopping; nothing of this step is saved. Try a lower --lr or --clip 1.`);
+        if (!Number.isFinite(r.loss)) throw new UserError(`the loss became ${r.loss} at step ${r.step}: stopping; ${this.kept}. Try a lower --lr or --clip 1.`);
         entry.loss = r.loss;
       }
       if (this.evaluator && (r.step % s.evalEvery === 0 || r.step === s.steps)) entry.evalLoss = await this.evaluator.loss(s.evalWindows);
@@ -174,7 +179,7 @@ export class FinetuneRun {
     const params = await this.model.weights.download(this.rt);
     for (const [name, x] of params) {
       const bad = firstNonFinite(x);
-      if (bad >= 0) throw new UserError(`weight ${name}[${bad}] became ${x[bad]} after step ${this.trainer.step}: stopping without saving. Try a lower --lr or --clip 1.`);
+      if (bad >= 0) throw new UserError(`weight ${name}[${bad}] became ${x[bad]} after step ${this.trainer.step}: stopping without saving; ${this.kept}. Try a lower --lr or --clip 1.`);
     }
     return params;
   }
