@@ -2,7 +2,7 @@
 // finetune --freeze auto (the saved checkpoint keeps the frozen tensors bit-identical and loads in
 // transformers with our logits, where a Python venv with transformers exists), eval, trace, generate.
 import { spawnSync } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
@@ -15,9 +15,9 @@ import { parseSafetensors } from '../src/io/safetensors.ts';
 import { hfName, isTrainable, paramSpecs } from '../src/model/params.ts';
 import { fixture } from './util/fixtures.ts';
 import { mulberry32 } from './reference/ops.ts';
+import { findPython } from './util/python.ts';
 
-const pythons = process.env.SEMFREEZE_PYTHON ? [process.env.SEMFREEZE_PYTHON] : [new URL('../.venv/bin/python', import.meta.url).pathname, '/work/venv/bin/python'];
-const python = pythons.find((p) => existsSync(p) && spawnSync(p, ['-c', 'import transformers, torch'], { stdio: 'ignore' }).status === 0);
+const python = findPython('transformers, torch');
 
 const tmp = mkdtempSync(join(tmpdir(), 'semfreeze-families-cli-'));
 afterAll(() => rmSync(tmp, { recursive: true, force: true }));

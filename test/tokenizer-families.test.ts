@@ -9,6 +9,7 @@ import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
 import { Tokenizer, TokenizerError } from '../src/tokenizer/bpe.ts';
 import { onigurumaToJs } from '../src/tokenizer/pipeline.ts';
+import { findPython } from './util/python.ts';
 
 const fixtures = new URL('./fixtures/tokenizers/', import.meta.url);
 const kinds = readdirSync(fixtures).filter((k) => existsSync(new URL(`${k}/expected.json`, fixtures))).sort();
@@ -180,8 +181,7 @@ describe('unsupported tokenizer.json components', () => {
 // --- interop: the library itself, on random strings (skipped without a Python that has `tokenizers`) ---
 
 // SEMFREEZE_PYTHON, when set, is the only Python tried (set it to a missing path to skip these tests).
-const pythons = process.env.SEMFREEZE_PYTHON ? [process.env.SEMFREEZE_PYTHON] : [new URL('../.venv/bin/python', import.meta.url).pathname, '/work/venv/bin/python'];
-const python = pythons.find((p) => existsSync(p) && spawnSync(p, ['-c', 'import tokenizers'], { stdio: 'ignore' }).status === 0);
+const python = findPython('tokenizers');
 const INTEROP_TEXTS = Number(process.env.SEMFREEZE_INTEROP_TEXTS ?? 300);
 
 const INTEROP = `
