@@ -41,9 +41,7 @@ async function runGpu(shape: AttentionShape, qkv: Float32Array, dout: Float32Arr
     bufs.push(bDout, bDqkv, bScratch);
     items.push(...(await attentionBackward(rt, { ...shape, dout: bDout, qkv: bQkv, stats: bStats, out: opts.backwardWithoutOut ? undefined : bOut, dqkv: bDqkv, scratch: bScratch })));
   }
-  // hintMs 0: no sleeping wait. A first run compiles its pipelines (seconds with a cold shader cache)
-  // and would teach the waiter to oversleep on every later run.
-  await rt.steps.run('attention-test', items, { hintMs: 0 });
+  await rt.steps.run('attention-test', items);
   const res: GpuResult = {
     out: await mem.readFloat32(bOut, 0, B * T * outWidth),
     outNoSave: opts.forwardOnly ? await mem.readFloat32(bOut2, 0, B * T * outWidth) : undefined,

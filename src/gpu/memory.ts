@@ -1,7 +1,6 @@
 // GPU buffers, allocated once per model and batch shape, each with a name, and the live byte count
 // the memory benchmarks read. Readback goes through one reused MAP_READ staging buffer
 // (a fresh 64 MB staging buffer costs ~6x a reused one on lavapipe).
-import { sleep } from './wait.ts';
 
 export const STORAGE = 0x80 | 0x4 | 0x8; // STORAGE | COPY_SRC | COPY_DST
 
@@ -123,26 +122,22 @@ export class GpuMemory {
     return this.staging;
   }
 
-  /**
-   * Copy bytes back to the host. `expectMs` is a hint: the wait sleeps that long before it awaits,
-   * because a pending mapAsync makes dawn.node spin the JS thread (stealing a core from the GPU).
-   */
-  async read(buffer: GPUBuffer, byteOffset = 0, byteLength = buffer.size - byteOffset, expectMs = 0): Promise<ArrayBuffer> {
+  /** Copy bytes back to the host (through a reused MAP_READ staging buffer). */
+  async read(buffer: GPUBuffer, byteOffset = 0, byteLength = buffer.size - byteOffset): Promise<ArrayBuffer> {
     const len = Math.ceil(byteLength / 4) * 4;
     const staging = this.stagingBuffer(len);
     const enc = this.device.createCommandEncoder({ label: 'readback' });
     enc.copyBufferToBuffer(buffer, byteOffset, staging, 0, len);
     this.device.queue.submit([enc.finish()]);
-    if (expectMs > 0) await sleep(expectMs);
     await staging.mapAsync(1, 0, len); // GPUMapMode.READ
     const copy = staging.getMappedRange(0, len).slice(0, byteLength);
     staging.unmap();
     return copy;
   }
 
-  async readFloat32(buffer: GPUBuffer, offsetElems = 0, count?: number, expectMs = 0): Promise<Float32Array> {
+  async readFloat32(buffer: GPUBuffer, offsetElems = 0, count?: number): Promise<Float32Array> {
     const n = count ?? buffer.size / 4 - offsetElems;
-    return new Float32Array(await this.read(buffer, offsetElems * 4, n * 4, expectMs));
+    return new Float32Array(await this.read(buffer, offsetElems * 4, n * 4));
   }
 
   destroyAll(): void {

@@ -7,6 +7,7 @@ import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { decodeText } from '../util/utf8.ts';
 import type { Platform, RandomAccessFile } from './types.ts';
+import { paceDawnPolling } from './dawn-poll.ts';
 
 /** Repository / package root (kernels/ lives here). */
 export const packageRoot = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
@@ -90,6 +91,7 @@ function dawn(): GPU {
   if (quietGpu) return quietGpu;
   xdgRuntimeDir();
   Object.assign(globalThis, globals);
+  paceDawnPolling();
   const gpu = create([]) as unknown as GPU;
   // Only adapter enumeration prints the noise; the adapter and device are Dawn's own objects.
   quietGpu = {

@@ -78,7 +78,7 @@ export class Trainer {
   step = 0;
 
   /**
-   * `waitLabel`: runs interleaved in one process (the demo) each learn their own step time.
+   * `waitLabel`: names this run's waits (runs interleaved in one process, as the demo's, keep apart).
    * `boundary`: the cache that feeds a graph built with cachedBoundary.
    */
   constructor(readonly graph: TrainingGraph, readonly schedule: Schedule, readonly maxGradNorm: number, readonly waitLabel = 'train-step', readonly boundary: BoundaryCache | null = null) {
