@@ -145,8 +145,9 @@ bench
   .option('--cache-boundary', 'time the cached-boundary step (blocks K..N-1 only), as finetune --cache-boundary runs after its first epoch')
   .option('--json', 'print the measurements as JSON')
   .option('--plot <file.svg>', 'draw ms/step and memory against the boundary, with the analytic lines')
+  .option('--profile', 'also time one step per boundary dispatch by dispatch and print GPU ms by kernel family')
   .action(async (o) => {
-    await benchSavingsCommand({ model: o.model, batch: o.batch, seq: o.seq, boundaries: o.boundaries, rounds: o.rounds, cacheBoundary: o.cacheBoundary === true, json: o.json, plot: o.plot });
+    await benchSavingsCommand({ model: o.model, batch: o.batch, seq: o.seq, boundaries: o.boundaries, rounds: o.rounds, cacheBoundary: o.cacheBoundary === true, json: o.json, plot: o.plot, profile: o.profile === true });
   });
 
 // --- Real data and a base model of our own: corpora from npm packages, pretraining from scratch.

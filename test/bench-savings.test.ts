@@ -20,7 +20,7 @@ describe('semfreeze bench savings', () => {
   it.each([false, true])('gpt2-odd, cached boundary %s: a row per boundary, savings against none, the plot', async (cached) => {
     const plot = join(mkdtempSync(join(tmpdir(), 'semfreeze-bench-')), 'savings.svg');
     const f = fixture('gpt2-odd');
-    const rows = await benchSavingsCommand({ model: f.dir, batch: 2, seq: 16, boundaries: '0,3', rounds: 2, cacheBoundary: cached, json: true, plot });
+    const rows = await benchSavingsCommand({ model: f.dir, batch: 2, seq: 16, boundaries: '0,3', rounds: 2, cacheBoundary: cached, json: true, plot, profile: !cached });
     expect(rows.map((r) => r.boundary)).toEqual(['none', 0, 3]);
     for (const r of rows) {
       expect(r.wallMs).toBeGreaterThan(0);
@@ -35,6 +35,16 @@ describe('semfreeze bench savings', () => {
     const uncachedK3 = stepCost(f.config, 2, 16, 3).flops.total;
     if (cached) expect(rows[2]!.analyticFlops).toBeLessThan(uncachedK3);
     else expect(rows[2]!.analyticFlops).toBe(uncachedK3);
+    if (!cached) {
+      // The profile: GPU time by kernel family; the attention backward runs at full fine-tuning, never
+      // with every block frozen (K = N = 3), where only the final norm's and the head's backward remain.
+      const families = (i: number) => rows[i]!.profile!.map((p) => p.kernel);
+      expect(families(0)).toContain('attention:backward_q');
+      expect(families(2)).not.toContain('attention:backward_q');
+      expect(families(2)).toContain('crossentropy:fused');
+      for (const r of rows) for (const p of r.profile!) expect(p.ms).toBeGreaterThanOrEqual(0);
+      expect(rows[0]!.profile!.reduce((a, p) => a + p.dispatches, 0)).toBeGreaterThan(rows[2]!.profile!.reduce((a, p) => a + p.dispatches, 0));
+    } else expect(rows[0]!.profile).toBeUndefined();
     expect(readFileSync(plot, 'utf8')).toMatch(/^<svg[\s\S]*step time per boundary[\s\S]*memory per boundary/);
   });
 });

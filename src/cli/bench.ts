@@ -25,6 +25,15 @@ export interface BenchSavingsOptions {
   cacheBoundary?: boolean;
   json?: boolean;
   plot?: string;
+  /** After the timed rounds, one step per boundary with a timestamp per dispatch: GPU ms by kernel family. */
+  profile?: boolean;
+}
+
+/** GPU ms of one step's dispatches, summed by kernel family (file:entry). */
+export interface KernelFamilyTime {
+  kernel: string;
+  dispatches: number;
+  ms: number;
 }
 
 export interface BoundaryMeasurement {
@@ -40,6 +49,24 @@ export interface BoundaryMeasurement {
   analyticSaving: number | null;
   /** measured / analytic saving (wall). */
   ratio: number | null;
+  /** With --profile: the step's GPU time by kernel family, largest first (passes timed one by one). */
+  profile?: KernelFamilyTime[];
+}
+
+/** Sum a profiled step's per-dispatch times by kernel file:entry. */
+export function kernelFamilyTimes(items: readonly StepItem[], perDispatchMs: readonly number[]): KernelFamilyTime[] {
+  const sums = new Map<string, KernelFamilyTime>();
+  let i = 0;
+  for (const item of items) {
+    if (!('bound' in item)) continue;
+    const k = item.bound.kernel;
+    const name = `${k.file}:${k.entry}`;
+    const e = sums.get(name) ?? { kernel: name, dispatches: 0, ms: 0 };
+    e.dispatches++;
+    e.ms += perDispatchMs[i++] ?? 0;
+    sums.set(name, e);
+  }
+  return [...sums.values()].sort((a, b) => b.ms - a.ms);
 }
 
 const median = (xs: number[]) => {
@@ -122,6 +149,15 @@ export async function benchSavingsCommand(o: BenchSavingsOptions): Promise<Bound
   }
   if (!o.json) bar.done();
 
+  const profiles = new Map<Boundary, KernelFamilyTime[]>();
+  if (o.profile) {
+    if (!rt.gpu.hasTimestamps) throw new UserError('--profile needs timestamp queries, which this adapter does not offer');
+    for (const g of graphs) {
+      const t = await rt.steps.run(`bench-profile-${g.K}`, g.items, { profile: true });
+      profiles.set(g.K, kernelFamilyTimes(g.items, t.perDispatchMs ?? []));
+    }
+  }
+
   const fullWall = median(wall.get('none')!);
   const fullGpu = gpu.get('none')!.length ? median(gpu.get('none')!) : null;
   const fullFlops = analyticFlops(cfg, o.batch, T, 'none', false);
@@ -142,6 +178,7 @@ export async function benchSavingsCommand(o: BenchSavingsOptions): Promise<Bound
       measuredGpuSaving: K === 'none' || g === null || fullGpu === null ? null : 1 - g / fullGpu,
       analyticSaving,
       ratio: measuredSaving !== null && analyticSaving !== null && analyticSaving > 0 ? measuredSaving / analyticSaving : null,
+      ...(profiles.has(K) ? { profile: profiles.get(K)! } : {}),
     };
   });
   rt.memory.releaseSince(mark);
@@ -171,6 +208,12 @@ export async function benchSavingsCommand(o: BenchSavingsOptions): Promise<Bound
     const lines = ['boundary  wall ms  GPU ms  GPU MiB  saving (wall / GPU / analytic)  measured/analytic'];
     for (const r of rows) {
       lines.push(`${String(r.boundary).padStart(8)}  ${r.wallMs.toFixed(1).padStart(7)}  ${(r.gpuMs?.toFixed(1) ?? '-').padStart(6)}  ${(r.gpuBytes / 2 ** 20).toFixed(1).padStart(7)}  ${`${pct(r.measuredSaving)} / ${pct(r.measuredGpuSaving)} / ${pct(r.analyticSaving)}`.padEnd(30)}  ${r.ratio === null ? '-' : r.ratio.toFixed(2)}`);
+    }
+    for (const r of rows) {
+      if (!r.profile) continue;
+      const total = r.profile.reduce((a, p) => a + p.ms, 0);
+      lines.push('', `GPU time by kernel at --freeze ${r.boundary} (one profiled step, each dispatch its own timed pass: ${total.toFixed(1)} ms)`);
+      for (const p of r.profile) lines.push(`  ${p.kernel.padEnd(34)} ${String(p.dispatches).padStart(5)} dispatches ${p.ms.toFixed(1).padStart(8)} ms ${(100 * p.ms / total).toFixed(1).padStart(5)}%`);
     }
     process.stdout.write(`${lines.join('\n')}\n`);
   }
