@@ -29,6 +29,8 @@ import { traceGather } from '../ops/trace.ts';
 import type { ModelConfig } from './config.ts';
 import { modelSpec, type AttentionSpec, type ModelSpec, type NormSpec, type ProjSpec } from './spec.ts';
 import type { GpuWeights } from './weights.ts';
+import type { LoraAdapters } from './lora.ts';
+import { loraForward } from '../ops/lora.ts';
 
 export interface ForwardOptions {
   B: number;
@@ -53,6 +55,11 @@ export interface ForwardOptions {
   keepLogits: boolean;
   /** Bytes of head weight per head product (default HEAD_CHUNK_BYTES; tests make it small). */
   headChunkBytes?: number;
+  /**
+   * LoRA adapters (src/model/lora.ts): every adapted projection adds (alpha/r)·(x·Aᵀ)·Bᵀ to its
+   * output, keeping the scaled rank-r intermediate in `loraU` for the backward.
+   */
+  lora?: LoraAdapters;
 }
 
 /** A norm's saved statistics: mean (LayerNorm only) and 1/σ per row. */
@@ -174,6 +181,8 @@ export class ModelForward {
   /** Elements per latent space in the trace: positions·C rounded up to 64 (slots start 256-byte aligned). */
   readonly traceSlotElems: number;
   readonly items: StepItem[] = [];
+  /** LoRA: the scaled rank-r intermediate s·x·Aᵀ [rows, r] of each adapted projection, by base weight name. */
+  readonly loraU = new Map<string, GPUBuffer>();
   private readonly scratch: Record<string, GPUBuffer> = {};
   /** Every buffer this forward allocated (destroy() frees them). */
   private readonly owned: GPUBuffer[] = [];
@@ -200,6 +209,7 @@ export class ModelForward {
     this.ids = f32('input.ids', rows);
     this.targets = f32('input.targets', rows);
     this.x = f32('act.x', rows * C);
+    for (const m of opts.lora?.modules ?? []) if (m.block >= start && m.block < end) this.loraU.set(m.weight, f32(`act.lora.${m.module}`, rows * opts.lora!.r));
     const maxBinding = rt.gpu.limits.maxStorageBufferBindingSize ?? 128 * 2 ** 20;
     this.rowChunk = opts.keepLogits ? headRowChunk(cfg, rows, maxBinding, Number.POSITIVE_INFINITY, true) : headRowChunk(cfg, rows, maxBinding);
     this.vocabChunk = headVocabChunk(cfg, maxBinding);
@@ -295,11 +305,16 @@ export class ModelForward {
     return [await rmsnormForward(rt, { inp, weight: w.get(spec.weight), out, rstd: stats?.rstd, rows, C, eps, plusOne: spec.kind === 'rmsnorm1p' })];
   }
 
-  /** out[:, p.outOffset ..] (+)= inp·W (+ b): one projection into its columns of a row of width ldOut. */
+  /** out[:, p.outOffset ..] (+)= inp·W (+ b) [+ LoRA]: one projection into its columns of a row of width ldOut. */
   async proj(p: ProjSpec, inp: BufferBinding, out: BufferBinding, ldOut: number, accumulate = false): Promise<Dispatch[]> {
     const w = this.weights;
     const common = { M: this.rows, N: p.outputs, K: p.inputs, a: inp, c: out, ldc: ldOut, cOff: p.outOffset, bias: p.bias ? w.get(p.bias) : undefined, accumulate };
-    return matmul(this.rt, { ...common, form: p.layout === 'in_out' ? 'nn' : 'nt', b: w.get(p.weight) });
+    const base = await matmul(this.rt, { ...common, form: p.layout === 'in_out' ? 'nn' : 'nt', b: w.get(p.weight) });
+    const lora = this.opts.lora;
+    const m = lora?.get(p.weight);
+    const u = this.loraU.get(p.weight);
+    if (!lora || !m || !u) return base;
+    return [...base, ...await loraForward(this.rt, { rows: this.rows, inputs: p.inputs, outputs: p.outputs, r: lora.r, scale: lora.scale, x: inp, A: m.A, B: m.B, u, y: out, ldy: ldOut, yOff: p.outOffset })];
   }
 
   private async buildItems(): Promise<void> {

@@ -8,6 +8,10 @@
 //   - blocks below K ran forward-only in shared scratch (ModelForward with saveFrom = K); only the
 //     boundary hidden state (the shared residual buffer) is kept;
 //   - gradient buffers and optimizer state exist only for trainable tensors.
+// LoRA mode (shape.lora, src/model/lora.ts): only the adapters of blocks K..N−1 train. No base
+// weight, norm or head gets a gradient; the backward still carries dX through the final norm and
+// blocks N−1 … K (the adapters need it), each projection's dX including its adapter's share, and
+// stops at block K, where not even the first projections' dX is formed (nothing below needs it).
 import type { Runtime } from '../gpu/runtime.ts';
 import type { Dispatch, StepItem } from '../gpu/step.ts';
 import type { BufferBinding } from '../gpu/kernels.ts';
@@ -26,7 +30,11 @@ import { ModelForward, attentionShape, range, type NormStats } from '../model/fo
 import { decays, isTrainable, type ParamSpec } from '../model/params.ts';
 import type { NormSpec, ProjSpec } from '../model/spec.ts';
 import type { GpuWeights } from '../model/weights.ts';
-import { Optimizer, type OptimizerOptions } from './optimizer.ts';
+import { Optimizer, type OptimizerOptions, type TrainableTensor } from './optimizer.ts';
+import type { LoraAdapters } from '../model/lora.ts';
+import { loraBackward } from '../ops/lora.ts';
+import { layernormBackwardDx } from '../ops/layernorm.ts';
+import { rmsnormBackwardDx } from '../ops/rmsnorm.ts';
 
 export interface TrainingShape {
   B: number;
@@ -42,12 +50,17 @@ export interface TrainingShape {
    * step runs blocks K..N−1 only, no embedding and no frozen prefix. Needs a freeze boundary.
    */
   cachedBoundary?: boolean;
+  /**
+   * Train LoRA adapters instead of the weights: the adapters must start at the boundary
+   * (lora.fromBlock = freeze, or 0 with freeze null); the embeddings never train in this mode.
+   */
+  lora?: LoraAdapters;
 }
 
 export class TrainingGraph {
   readonly forward: ModelForward;
   readonly trainable: ParamSpec[];
-  /** Gradient buffers of the trainable tensors only (`grad.<name>`). */
+  /** Gradient buffers of the trainable tensors only (`grad.<name>`); in LoRA mode the adapters' (by PEFT name). */
   readonly grads: Map<string, GPUBuffer>;
   readonly optimizer: Optimizer;
   readonly tokenIndex: TokenIndexBuffer | null;
@@ -65,8 +78,8 @@ export class TrainingGraph {
     this.forward = forward;
     this.optimizer = optimizer;
     this.grads = grads;
-    this.trainable = weights.specs.filter((s) => isTrainable(s, shape.freeze));
-    this.tokenIndex = shape.freeze === null ? new TokenIndexBuffer(rt, shape.B * shape.T, 'act.token_index') : null;
+    this.trainable = shape.lora ? [] : weights.specs.filter((s) => isTrainable(s, shape.freeze));
+    this.tokenIndex = shape.freeze === null && !shape.lora ? new TokenIndexBuffer(rt, shape.B * shape.T, 'act.token_index') : null;
     this.stepLosses = rt.memory.storage('act.step_losses', 4 * Math.max(1, shape.accum));
   }
 
@@ -88,11 +101,26 @@ export class TrainingGraph {
     if (!(Number.isInteger(shape.accum) && shape.accum >= 1)) throw new Error(`accumulation steps must be a positive integer, got ${shape.accum}`);
     if (shape.cachedBoundary && shape.freeze === null) throw new Error('a cached boundary needs a freeze boundary (the embeddings frozen)');
     const startBlock = shape.cachedBoundary ? shape.freeze! : 0;
-    const forward = await ModelForward.build(rt, weights, { B: shape.B, T: shape.T, saveFrom: shape.freeze ?? 0, startBlock, trace: { kind: 'none' }, loss: false, keepLogits: false, headChunkBytes: shape.headChunkBytes });
+    const lora = shape.lora;
+    if (lora && lora.fromBlock !== (shape.freeze ?? 0)) throw new Error(`internal: LoRA adapters from block ${lora.fromBlock}, boundary ${shape.freeze ?? 0}`);
+    const forward = await ModelForward.build(rt, weights, { B: shape.B, T: shape.T, saveFrom: shape.freeze ?? 0, startBlock, trace: { kind: 'none' }, loss: false, keepLogits: false, headChunkBytes: shape.headChunkBytes, lora });
     const grads = new Map<string, GPUBuffer>();
-    const trainable = weights.specs.filter((s) => isTrainable(s, shape.freeze));
-    for (const s of trainable) grads.set(s.name, rt.memory.storage(`grad.${s.name}`, s.numel * 4));
-    const optimizer = await Optimizer.create(rt, trainable.map((s) => ({ name: s.name, param: weights.get(s.name), grad: grads.get(s.name)!, n: s.numel, weightDecay: decays(s) })), optim);
+    const tensors: TrainableTensor[] = [];
+    if (lora) {
+      // The adapters as matrices (decayed when --weight-decay is given, as torch's AdamW over them).
+      for (const m of lora.modules) {
+        for (const [name, param, n] of [[m.aName, m.A, lora.r * m.inputs], [m.bName, m.B, m.outputs * lora.r]] as const) {
+          grads.set(name, rt.memory.storage(`grad.${name}`, n * 4));
+          tensors.push({ name, param, grad: grads.get(name)!, n, weightDecay: true });
+        }
+      }
+    } else {
+      for (const s of weights.specs.filter((s) => isTrainable(s, shape.freeze))) {
+        grads.set(s.name, rt.memory.storage(`grad.${s.name}`, s.numel * 4));
+        tensors.push({ name: s.name, param: weights.get(s.name), grad: grads.get(s.name)!, n: s.numel, weightDecay: decays(s) });
+      }
+    }
+    const optimizer = await Optimizer.create(rt, tensors, optim);
     const g = new TrainingGraph(rt, weights, shape, forward, optimizer, grads);
     await g.buildItems();
     return g;
@@ -114,6 +142,13 @@ export class TrainingGraph {
     const C = this.cfg.nEmbd;
     const s = this.scratch;
     const w = this.weights.get(spec.weight);
+    if (this.shape.lora) {
+      // LoRA: norms are frozen; only the input gradient, and none at all where it is not needed.
+      if (!dx) return [];
+      return spec.kind === 'layernorm'
+        ? [await layernormBackwardDx(rt, { rows, C, dout, inp, gamma: w, mean: stats.mean!, rstd: stats.rstd, dx, accumulate: accumulateDx })]
+        : [await rmsnormBackwardDx(rt, { rows, C, dout, inp, weight: w, rstd: stats.rstd, dx, accumulate: accumulateDx, plusOne: spec.kind === 'rmsnorm1p' })];
+    }
     const dw = this.grad(spec.weight);
     if (spec.kind === 'layernorm') {
       const common = { rows, C, dout, inp, mean: stats.mean!, rstd: stats.rstd, dgamma: dw, dbeta: this.grad(spec.bias!), scratch: s.normScratch! };
@@ -127,13 +162,27 @@ export class TrainingGraph {
    * Backward of one projection y[:, off..] = x·W + b whose output gradient is columns
    * [p.outOffset, p.outOffset + p.outputs) of `dy` (row stride ldy): dx (+)= dy·Wᵀ, dW += xᵀ·dy, db += Σ dy.
    */
-  private async projBackward(p: ProjSpec, x: GPUBuffer, dy: GPUBuffer, ldy: number, dx: GPUBuffer, accumulateDx: boolean): Promise<Dispatch[]> {
+  private async projBackward(p: ProjSpec, x: GPUBuffer, dy: GPUBuffer, ldy: number, dx: GPUBuffer | null, accumulateDx: boolean): Promise<Dispatch[]> {
     const { rt } = this;
     const rows = this.shape.B * this.shape.T;
     const W = this.weights.get(p.weight);
-    const dW = this.grad(p.weight);
     const dyView = { a: dy as BufferBinding, lda: ldy, aOff: p.outOffset };
     const out: Dispatch[] = [];
+    const lora = this.shape.lora;
+    if (lora) {
+      // Frozen W: dx (+)= dy·Wᵀ (or dy·W) only, then the adapter's dA, dB and its share of dx.
+      if (dx) out.push(...await matmul(rt, { form: p.layout === 'in_out' ? 'nt' : 'nn', M: rows, N: p.inputs, K: p.outputs, ...dyView, b: W, c: dx, accumulate: accumulateDx }));
+      const m = lora.get(p.weight);
+      if (m) {
+        out.push(...await loraBackward(rt, {
+          rows, inputs: p.inputs, outputs: p.outputs, r: lora.r, scale: lora.scale, x, A: m.A, B: m.B, u: this.forward.loraU.get(p.weight)!,
+          dy, ldy, dyOff: p.outOffset, du: this.scratch.loraDu!, dA: this.grad(m.aName), dB: this.grad(m.bName), dx: dx ?? undefined,
+        }));
+      }
+      return out;
+    }
+    if (!dx) throw new Error('internal: a projection without its input gradient outside LoRA mode');
+    const dW = this.grad(p.weight);
     if (p.layout === 'in_out') {
       // W [in, out]: dx = dy·Wᵀ, dW [in, out] += xᵀ·dy.
       out.push(...await matmul(rt, { form: 'nt', M: rows, N: p.inputs, K: p.outputs, ...dyView, b: W, c: dx, accumulate: accumulateDx }));
@@ -158,8 +207,9 @@ export class TrainingGraph {
     const V = cfg.vocabSize;
     const N = cfg.nLayer;
     const K = this.firstTrainableBlock;
-    const embeddingsTrain = shape.freeze === null;
-    const headTrains = !cfg.tiedHead || embeddingsTrain;
+    const lora = shape.lora;
+    const embeddingsTrain = shape.freeze === null && !lora;
+    const headTrains = !lora && (!cfg.tiedHead || embeddingsTrain);
     const mem = rt.memory;
     const f32 = (name: string, n: number) => mem.storage(name, n * 4);
     const s = this.scratch;
@@ -171,10 +221,12 @@ export class TrainingGraph {
     s.dact = f32('bwd.dact', rows * H);
     s.dup = f32('bwd.dup', rows * spec.upWidth);
     if (postNorms) s.dproj = f32('bwd.dproj', rows * C);
-    s.normScratch = f32('bwd.norm_scratch', spec.finalNorm.kind === 'layernorm' ? layernormScratchElems(rows, C) : rmsnormScratchElems(rows, C));
+    // Norm and bias gradients need partial-sum scratch; LoRA mode has neither, but the adapters' du.
+    if (!lora) s.normScratch = f32('bwd.norm_scratch', spec.finalNorm.kind === 'layernorm' ? layernormScratchElems(rows, C) : rmsnormScratchElems(rows, C));
+    else s.loraDu = f32('bwd.lora_du', rows * lora.r);
     // One scratch for the bias sums of every width below.
     const biasWidths = spec.blocks.flatMap((bl) => [bl.attention.body.o, ...bl.attention.body.qkv, bl.mlp.body.down, ...bl.mlp.body.up]).filter((p) => p.bias).map((p) => p.outputs);
-    s.colScratch = f32('bwd.col_scratch', Math.max(4, columnSumScratchElemsFor(rows, biasWidths)));
+    s.colScratch = f32('bwd.col_scratch', lora ? 4 : Math.max(4, columnSumScratchElemsFor(rows, biasWidths)));
     s.attScratch = mem.storage('bwd.att_scratch', attentionBufferBytes(attentionShape(B, T, C, spec.blocks[0]?.attention.body)).scratchBytes);
     if (spec.finalSoftcap > 0) s.softcapDeriv = f32('bwd.softcap_deriv', f.rowChunk * V);
 
@@ -239,9 +291,11 @@ export class TrainingGraph {
         push(await attentionBackward(rt, { ...attentionShape(B, T, C, at.body), dout: s.datt, qkv: a.qkv, stats: a.attStats, out: a.att, dqkv: s.dqkv, scratch: s.attScratch }));
         if (at.body.rope) push(await ropeBackward(rt, { dqkv: s.dqkv, invFreq: f.invFreq!, B, T, nHead: at.body.nHead, nKvHead: at.body.nKvHead, headDim: at.body.headDim }));
         // The norm's weight gradients need dln1 even in the lowest trainable block.
-        for (const [i, p] of at.body.qkv.entries()) push(await this.projBackward(p, a.ln1, s.dqkv, spec.qkvWidth, s.dln, i > 0));
         // Truncation: the boundary block's input gradient is never computed.
         const needInputGrad = l > K || embeddingsTrain;
+        // LoRA: the first norm does not train, so at block K nothing needs dln1 either.
+        const dln1 = lora && !needInputGrad ? null : s.dln;
+        for (const [i, p] of at.body.qkv.entries()) push(await this.projBackward(p, a.ln1, s.dqkv, spec.qkvWidth, dln1, i > 0));
         push(await this.normBackward(at.norm, s.dln, a.resIn, a.ln1Stats, needInputGrad ? s.dres : null, true));
       }
 
