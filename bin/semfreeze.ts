@@ -125,6 +125,10 @@ program
   .option('--force-resume', 'resume although the model, the data or --freeze differ from the saved run')
   .option('--cache-boundary <where>', 'memory or disk: keep each window\'s boundary hidden state after its first use and run only blocks K..N-1 from then on')
   .option('--cache-dtype <dtype>', 'f32 (training bit-identical to no cache) or f16 (half the memory)', 'f32')
+  .option('--lora <R>', 'train rank-R LoRA adapters on the linear layers of blocks K..N-1 instead of their weights (every weight frozen); saves a PEFT adapter directory', int('--lora', 1))
+  .option('--lora-alpha <A>', 'LoRA alpha: the update is scaled by A/R (default 2R)', num('--lora-alpha', 0, true))
+  .option('--lora-targets <list>', 'the block\'s linear layers to adapt, as PEFT target_modules names (gpt2: attn.c_attn, attn.c_proj, mlp.c_fc, mlp.c_proj; llama/qwen2/gemma2: q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj), or attn, mlp, all (default all)')
+  .option('--merge', 'with --lora: save the base model with the adapters merged in (a Hugging Face model) instead of the adapter directory')
   .option('--json', 'print the train log as JSON at the end')
   .action(async (o) => {
     if (o.optimizer !== 'adamw' && o.optimizer !== 'sgd') throw new UserError(`--optimizer must be adamw or sgd, got '${o.optimizer}'`);

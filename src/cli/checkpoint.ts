@@ -19,6 +19,8 @@ import { serializeSafetensors, type TensorToWrite, parseSafetensors } from '../i
 import { hfModelFiles, type HfModelContents } from '../model/save.ts';
 
 export interface CheckpointContents extends HfModelContents {
+  /** The model's files when not hfModelFiles(this) (a LoRA run's PEFT adapter directory). */
+  modelFiles?: { name: string; data: FileData }[];
   optimizer: TensorToWrite[];
   /** Everything needed to resume exactly: step, data position, arguments. */
   state: Record<string, unknown>;
@@ -27,7 +29,9 @@ export interface CheckpointContents extends HfModelContents {
 
 export const MARKER = 'train-state.json';
 /** Every file a checkpoint may have; the only names a save writes or removes in DIR. */
-export const CHECKPOINT_FILES = ['config.json', 'model.safetensors', 'tokenizer.json', 'optimizer.safetensors', MARKER, 'train-log.json'] as const;
+export const CHECKPOINT_FILES = ['config.json', 'model.safetensors', 'tokenizer.json', 'adapter_config.json', 'adapter_model.safetensors', 'optimizer.safetensors', MARKER, 'train-log.json'] as const;
+/** What a checkpoint left by an earlier semfreeze version (before LoRA) always holds. */
+const LEGACY_FILES = ['config.json', 'model.safetensors', 'optimizer.safetensors', MARKER, 'train-log.json'] as const;
 const STAGING = '.semfreeze-staging';
 const COMMIT = '.semfreeze-commit';
 const MANIFEST = 'files.json';
@@ -121,7 +125,7 @@ export async function recoverCheckpoint(dir: string): Promise<string[]> {
     const legacy = existsSync(parent) ? readdirSync(parent).filter((e) => e.startsWith(`.${basename(dir)}.tmp-`)) : [];
     // Newest first, and the new copy (.tmp-PID-TIME) before the old one set aside (.tmp-PID-TIME.old).
     legacy.sort((a, b) => Number(a.endsWith('.old')) - Number(b.endsWith('.old')) || b.localeCompare(a));
-    const complete = legacy.find((e) => CHECKPOINT_FILES.every((f) => f === 'tokenizer.json' || existsSync(join(parent, e, f))));
+    const complete = legacy.find((e) => LEGACY_FILES.every((f) => existsSync(join(parent, e, f))));
     if (complete && (!existsSync(dir) || readdirSync(dir).every(isOwnEntry))) {
       const from = join(parent, complete);
       await mkdir(dir, { recursive: true });
@@ -153,7 +157,7 @@ export class CheckpointWriteError extends Error {
 
 function checkpointFiles(c: CheckpointContents): { name: string; data: FileData }[] {
   return [
-    ...hfModelFiles(c),
+    ...(c.modelFiles ?? hfModelFiles(c)),
     { name: 'optimizer.safetensors', data: serializeSafetensors(c.optimizer, { format: 'semfreeze-optimizer' }) },
     { name: 'train-log.json', data: `${JSON.stringify(c.log, null, 1)}\n` },
     { name: MARKER, data: `${JSON.stringify(c.state, null, 2)}\n` },

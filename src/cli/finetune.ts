@@ -4,7 +4,8 @@ import { resolve } from 'node:path';
 import { windows } from '../data/tokens.ts';
 import { GpuWeights, hostParams, readModelDir } from '../model/weights.ts';
 import { nodePlatform } from '../platform/node.ts';
-import { FinetuneRun, describeFreeze, parseFreeze, type FinetuneSpec, type TrainLogEntry } from '../train/finetune.ts';
+import { FinetuneRun, describeFreeze, loraSettings, parseFreeze, type FinetuneSpec, type LoraSpec, type TrainLogEntry } from '../train/finetune.ts';
+import type { LoraSettings } from '../model/lora.ts';
 import type { LoaderState } from '../train/trainer.ts';
 import { CHECKPOINT_FILES, CheckpointWriteError, checkpointStep, claimOutputDir, readResumeState, recoverCheckpoint, writeCheckpoint, type ResumeState } from './checkpoint.ts';
 import { ProgressLine, UserError, formatEta, openRuntime, printJson, progress } from './common.ts';
@@ -16,7 +17,15 @@ import { openBoundaryStore } from './boundary-disk.ts';
 import type { BoundaryStore } from '../train/boundary.ts';
 
 /** The core's run settings (src/train/finetune.ts), with --freeze as given (none, auto or K), and the CLI's own. */
-export interface FinetuneOptions extends Omit<FinetuneSpec, 'freeze'> {
+export interface FinetuneOptions extends Omit<FinetuneSpec, 'freeze' | 'lora'> {
+  /** --lora R: train rank-R LoRA adapters on blocks K..N−1 instead of their weights. */
+  lora?: number;
+  /** --lora-alpha (default 2R). */
+  loraAlpha?: number;
+  /** --lora-targets: comma list of a block's linear layers (default all). */
+  loraTargets?: string;
+  /** --merge: save the base model with the adapters merged in instead of a PEFT adapter directory. */
+  merge?: boolean;
   model: string;
   data: string;
   eval?: string;
@@ -46,7 +55,7 @@ export { FINETUNE_DEFAULTS } from '../train/finetune.ts';
  */
 function resumedOptions(o: FinetuneOptions, saved: Partial<FinetuneOptions> | undefined): FinetuneOptions {
   if (!saved) return o;
-  const fixed = ['batch', 'seq', 'accum', 'optimizer', 'weightDecay', 'clip', 'lr', 'warmup', 'schedule', 'seed', 'shuffle'] as const;
+  const fixed = ['batch', 'seq', 'accum', 'optimizer', 'weightDecay', 'clip', 'lr', 'warmup', 'schedule', 'seed', 'shuffle', 'lora', 'loraAlpha', 'loraTargets'] as const;
   const out = { ...o };
   for (const k of fixed) {
     if (saved[k] === undefined) continue;
@@ -90,10 +99,18 @@ async function finetune(o: FinetuneOptions, resumingOut: boolean): Promise<{ log
   const resume = o.resume ? await readResume(o.resume, resumingOut) : null;
   const savedStep = resume ? (resume.state.step as number) : null;
   if (savedStep !== null && o.steps < savedStep) throw new UserError(`--steps ${o.steps}: the checkpoint in ${o.resume} is already at step ${savedStep}; give --steps ${savedStep} or more`);
-  const files = await readModelDir(nodePlatform, o.resume ?? o.model);
+  if (o.lora === undefined && (o.loraAlpha !== undefined || o.loraTargets !== undefined || o.merge)) throw new UserError(`${o.loraAlpha !== undefined ? '--lora-alpha' : o.loraTargets !== undefined ? '--lora-targets' : '--merge'} needs --lora R`);
+  // A LoRA run's checkpoint holds adapters (or a merged model), not the weights to continue from: its base is --model.
+  const savedLora = resume ? ((resume.state.lora ?? null) as LoraSettings | null) : null;
+  const files = await readModelDir(nodePlatform, resume && !savedLora ? o.resume! : o.model);
   const cfg = files.config;
   if (o.seq > cfg.nPositions) throw new UserError(`--seq ${o.seq} exceeds the model's context n_positions = ${cfg.nPositions}`);
   if (resume) o = resumedOptions(o, resume.state.args as Partial<FinetuneOptions> | undefined);
+  const lora: LoraSpec | null = o.lora !== undefined ? { r: o.lora, alpha: o.loraAlpha, targets: o.loraTargets } : null;
+  if (lora) loraSettings(lora, cfg); // refuse a bad rank, alpha or target before anything else
+  if (resume && (savedLora === null) !== (lora === null)) {
+    throw new UserError(`--resume ${o.resume}: the saved run trained ${savedLora ? `LoRA adapters (--lora ${savedLora.r})` : 'the weights (no --lora)'}; ${lora ? '--lora' : 'a run without --lora'} cannot continue it`);
+  }
   const ids = await loadTokens(o.data, files);
   const fingerprint: RunFingerprint = { model: await fingerprintModel(o.model), data: await fingerprintFile(o.data), freeze: o.freeze };
   if (resume) {
@@ -120,7 +137,7 @@ async function finetune(o: FinetuneOptions, resumingOut: boolean): Promise<{ log
   if (o.cacheBoundary !== undefined && freeze === null) throw new UserError('--cache-boundary needs a freeze boundary: with --freeze none nothing is frozen to cache');
   const boundaryStore = o.cacheBoundary !== undefined ? await openBoundaryStore(o.cacheBoundary, o.cacheDtype ?? 'f32', { windows: win.count, T: o.seq, C: cfg.nEmbd, dir: o.out, say: progress }) : undefined;
   try {
-    return await train(o, { files, win, evalWin, freeze, freezeArg, resume, fingerprint, boundaryStore });
+    return await train(o, { files, win, evalWin, freeze, freezeArg, resume, fingerprint, boundaryStore, lora });
   } finally {
     await boundaryStore?.close();
   }
@@ -135,6 +152,7 @@ interface Prepared {
   resume: ResumeState | null;
   fingerprint: RunFingerprint;
   boundaryStore: BoundaryStore | undefined;
+  lora: LoraSpec | null;
 }
 
 async function train(o: FinetuneOptions, p: Prepared): Promise<{ log: TrainLogEntry[]; freeze: number | null }> {
@@ -142,28 +160,32 @@ async function train(o: FinetuneOptions, p: Prepared): Promise<{ log: TrainLogEn
   const cfg = files.config;
   const rt = await openRuntime();
   const model = { files, weights: GpuWeights.upload(rt, cfg, await hostParams(files)), seconds: 0 };
-  const run = await FinetuneRun.build(rt, model, win, evalWin, { ...o, freeze }, { onNote: (line) => progress(line), boundaryStore: p.boundaryStore, kept: `the last good checkpoint (if any) in ${o.out} is kept` });
+  const run = await FinetuneRun.build(rt, model, win, evalWin, { ...o, freeze, lora: p.lora }, { onNote: (line) => progress(line), boundaryStore: p.boundaryStore, kept: `the last good checkpoint (if any) in ${o.out} is kept` });
   if (resume) {
     run.restore({ step: resume.state.step as number, loader: resume.state.loader as LoaderState, optimizer: resume.optimizer, log: resume.log as TrainLogEntry[] });
     progress(`resuming ${o.resume} at step ${run.step}`);
   }
   const fmt = (b: number) => `${(b / 2 ** 20).toFixed(1)} MiB`;
-  progress(`fine-tuning ${describeFreeze(freeze, cfg.nLayer)}: ${run.trainableParameters().toLocaleString()} trainable parameters`);
+  progress(`fine-tuning ${describeFreeze(freeze, cfg.nLayer, run.lora?.settings)}: ${run.trainableParameters().toLocaleString()} trainable parameters`);
   progress(run.describe());
 
   // Saved with absolute paths, so that a resume from another working directory finds them.
   const absolutePaths = { model: resolve(o.model), data: resolve(o.data), out: resolve(o.out), eval: o.eval && resolve(o.eval), resume: o.resume && resolve(o.resume) };
   let lastSaved = checkpointStep(o.out);
+  // LoRA: a PEFT adapter directory (plus tokenizer.json), or with --merge the merged Hugging Face model.
+  const loraFiles = async () => o.merge ? run.modelFiles() : [...await run.adapterFiles(absolutePaths.model), ...(files.tokenizerJson ? [{ name: 'tokenizer.json', data: files.tokenizerJson }] : [])];
   const saveCheckpoint = async () => {
-    const params = await run.params();
+    const params = run.lora ? new Map<string, Float32Array>() : await run.params();
+    const modelFiles = run.lora ? await loraFiles() : undefined;
     try {
       await writeCheckpoint(o.out, {
         config: cfg,
         configJson: files.configJson,
         params,
+        modelFiles,
         tokenizerJson: files.tokenizerJson,
-        optimizer: await run.graph.optimizer.stateTensors(),
-        state: { step: run.step, freeze, loader: run.loader.state, args: { ...o, ...absolutePaths, autoFreeze: undefined, overwrite: undefined, forceResume: undefined, freeze: freezeArg }, fingerprint },
+        optimizer: await run.stateTensors(),
+        state: { step: run.step, freeze, lora: run.lora?.settings ?? null, loader: run.loader.state, args: { ...o, ...absolutePaths, autoFreeze: undefined, overwrite: undefined, forceResume: undefined, freeze: freezeArg }, fingerprint },
         log: run.log,
       });
       lastSaved = run.step;
@@ -185,7 +207,10 @@ async function train(o: FinetuneOptions, p: Prepared): Promise<{ log: TrainLogEn
   bar.done();
   if (run.trainer.boundary) progress(`boundary cache: ${run.trainer.boundary.store.size} of ${win.count} windows stored; the frozen prefix ran for ${run.trainer.boundary.fills} batch(es), the rest started at block ${freeze}`);
   await saveCheckpoint();
-  progress(`saved ${o.out} (Hugging Face format: config.json, model.safetensors${files.tokenizerJson ? ', tokenizer.json' : ''}; plus optimizer.safetensors, train-state.json, train-log.json)`);
+  const what = run.lora && !o.merge
+    ? 'a PEFT LoRA adapter: adapter_config.json, adapter_model.safetensors; load with peft.PeftModel.from_pretrained(base, dir)'
+    : `Hugging Face format${run.lora ? ', the adapters merged' : ''}: config.json, model.safetensors`;
+  progress(`saved ${o.out} (${what}${files.tokenizerJson ? ', tokenizer.json' : ''}; plus optimizer.safetensors, train-state.json, train-log.json)`);
   if (o.json) printJson(run.json());
   return { log: run.log, freeze };
 }

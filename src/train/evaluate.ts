@@ -5,6 +5,7 @@ import type { TokenWindows } from '../data/tokens.ts';
 import type { Runtime } from '../gpu/runtime.ts';
 import { Gpt2Forward } from '../model/forward.ts';
 import type { GpuWeights } from '../model/weights.ts';
+import type { LoraAdapters } from '../model/lora.ts';
 import { UserError } from '../util/errors.ts';
 import { fitForwardBatch, type NoteSink } from './shapes.ts';
 
@@ -18,9 +19,10 @@ export class WindowEvaluator {
     this.targets = new Int32Array(B * T);
   }
 
-  static async build(rt: Runtime, weights: GpuWeights, windows: TokenWindows, batch: number): Promise<WindowEvaluator> {
+  /** `lora`: evaluate the model with these adapters (a LoRA fine-tune's held-out loss). */
+  static async build(rt: Runtime, weights: GpuWeights, windows: TokenWindows, batch: number, lora?: LoraAdapters): Promise<WindowEvaluator> {
     const B = Math.max(1, Math.min(batch, windows.count));
-    const fwd = await Gpt2Forward.build(rt, weights, { B, T: windows.seq, saveFrom: weights.cfg.nLayer, trace: { kind: 'none' }, loss: true, keepLogits: false });
+    const fwd = await Gpt2Forward.build(rt, weights, { B, T: windows.seq, saveFrom: weights.cfg.nLayer, trace: { kind: 'none' }, loss: true, keepLogits: false, lora });
     return new WindowEvaluator(rt, fwd, windows);
   }
 

@@ -8,6 +8,7 @@ import { firstNonFinite } from '../model/errors.ts';
 import type { LoadedModel } from '../model/load.ts';
 import { hfModelFiles, type HfFile } from '../model/save.ts';
 import { UserError } from '../util/errors.ts';
+import type { TensorToWrite } from '../io/safetensors.ts';
 import { WindowEvaluator } from './evaluate.ts';
 import { TrainingGraph } from './graph.ts';
 import type { OptimizerKind } from './optimizer.ts';
@@ -15,6 +16,24 @@ import { describeSchedule, makeSchedule, type Schedule, type ScheduleKind } from
 import { fitTraining, type NoteSink } from './shapes.ts';
 import { BatchLoader, Trainer, type LoaderState } from './trainer.ts';
 import { BoundaryCache, type BoundaryStore } from './boundary.ts';
+import { LoraAdapters, initialLoraTensors, loraModules, mergeLora, peftAdapterFiles, resolveLoraTargets, checkLoraSettings, type LoraSettings } from '../model/lora.ts';
+
+/**
+ * LoRA on the trainable suffix: rank r, lora_alpha (default 2r: an update scale alpha/r of 2), and the
+ * targeted linear layers (src/model/lora.ts resolveLoraTargets; default all of a block's).
+ */
+export interface LoraSpec {
+  r: number;
+  alpha?: number;
+  targets?: string;
+}
+
+/** The LoRA settings a spec gives for this model (alpha defaulted, targets resolved), checked. */
+export function loraSettings(l: LoraSpec, cfg: LoadedModel['files']['config']): LoraSettings {
+  const s = { r: l.r, alpha: l.alpha ?? 2 * l.r, targets: resolveLoraTargets(l.targets, cfg) };
+  checkLoraSettings(s);
+  return s;
+}
 
 export interface FinetuneSpec {
   /** Blocks 0..K−1 and the embeddings frozen; null = nothing frozen. */
@@ -35,10 +54,12 @@ export interface FinetuneSpec {
   evalWindows: number;
   logEvery: number;
   saveEvery: number;
+  /** Train LoRA adapters on blocks K..N−1 instead of their weights (null/absent: the weights). */
+  lora?: LoraSpec | null;
 }
 
 /** The defaults of `semfreeze finetune` (and of the page). */
-export const FINETUNE_DEFAULTS: Omit<FinetuneSpec, 'freeze' | 'steps' | 'seq'> = {
+export const FINETUNE_DEFAULTS: Omit<FinetuneSpec, 'freeze' | 'steps' | 'seq' | 'lora'> = {
   batch: 4, lr: 1e-4, optimizer: 'adamw', weightDecay: 0, clip: 1, warmup: 0, schedule: 'cosine',
   accum: 1, seed: 1, shuffle: true, evalEvery: 50, evalWindows: 16, logEvery: 1, saveEvery: 0,
 };
@@ -63,7 +84,8 @@ export function parseFreeze(text: string, nLayer: number): number | null | 'auto
 }
 
 /** One line saying what trains. */
-export function describeFreeze(freeze: number | null, nLayer: number): string {
+export function describeFreeze(freeze: number | null, nLayer: number, lora?: LoraSettings | null): string {
+  if (lora) return `LoRA adapters (r ${lora.r}, alpha ${lora.alpha}) on ${lora.targets.join(', ')} of blocks ${freeze ?? 0}..${nLayer - 1}; every weight frozen`;
   return freeze === null ? 'all weights (--freeze none)' : `blocks ${freeze}..${nLayer - 1} (embeddings and blocks 0..${freeze - 1} frozen)`;
 }
 
@@ -75,6 +97,9 @@ export interface FinetuneHooks {
   /** Checked before each step: true stops the run after the step in flight. */
   shouldStop?: () => boolean;
 }
+
+/** Prefix of the adapters' values in a checkpoint's optimizer state (what a resume restores them from). */
+export const LORA_STATE_PREFIX = 'lora.';
 
 /** What a run that stops on a non-finite loss or weight leaves behind (said in the error). */
 const NOTHING_KEPT = 'nothing of this run is saved';
@@ -96,6 +121,8 @@ export class FinetuneRun {
     private readonly now: () => number,
     /** Said when the run stops on a non-finite value: what the user still has (e.g. the last checkpoint). */
     private readonly kept: string,
+    /** The adapters being trained (LoRA mode), else null. */
+    readonly lora: LoraAdapters | null,
   ) {}
 
   /** Build the graph for `model` (its weights are trained in place) over `train`, held-out loss on `heldOut`. */
@@ -103,21 +130,29 @@ export class FinetuneRun {
    * `boundaryStore`: cache the boundary hidden state of every training window there (the first time it
    * is used) and run only blocks K..N−1 from then on; needs a freeze boundary.
    */
-  static async build(rt: Runtime, model: LoadedModel, train: TokenWindows, heldOut: TokenWindows | null, spec: FinetuneSpec, o: { onNote?: NoteSink; now?: () => number; boundaryStore?: BoundaryStore; kept?: string } = {}): Promise<FinetuneRun> {
+  /** `loraTensors`: start the adapters from these values (by PEFT name) instead of PEFT's initialisation. */
+  static async build(rt: Runtime, model: LoadedModel, train: TokenWindows, heldOut: TokenWindows | null, spec: FinetuneSpec, o: { onNote?: NoteSink; now?: () => number; boundaryStore?: BoundaryStore; kept?: string; loraTensors?: Map<string, Float32Array> } = {}): Promise<FinetuneRun> {
     const cfg = model.files.config;
     if (spec.seq > cfg.nPositions) throw new UserError(`--seq ${spec.seq} exceeds the model's context n_positions = ${cfg.nPositions}`);
     if (spec.freeze !== null && (spec.freeze < 0 || spec.freeze > cfg.nLayer)) throw new UserError(`--freeze ${spec.freeze}: the model has only ${cfg.nLayer} blocks (0 ≤ K ≤ ${cfg.nLayer})`);
     const fit = fitTraining(rt, cfg, { B: spec.batch, T: spec.seq, accum: spec.accum, freeze: spec.freeze }, o.onNote);
     const cached = o.boundaryStore !== undefined;
     if (cached && spec.freeze === null) throw new UserError('--cache-boundary needs a freeze boundary: with --freeze none nothing is frozen to cache');
-    const graph = await TrainingGraph.build(rt, model.weights, { B: fit.B, T: spec.seq, freeze: spec.freeze, accum: fit.accum, cachedBoundary: cached }, { kind: spec.optimizer, weightDecay: spec.weightDecay, maxGradNorm: spec.clip });
+    let lora: LoraAdapters | null = null;
+    if (spec.lora) {
+      const settings = loraSettings(spec.lora, cfg);
+      const K = spec.freeze ?? 0;
+      if (K >= cfg.nLayer) throw new UserError(`--lora with --freeze ${K}: every block is frozen, there is no layer to adapt (give K < ${cfg.nLayer})`);
+      lora = LoraAdapters.upload(rt, cfg, settings, K, o.loraTensors ?? initialLoraTensors(loraModules(cfg, settings, K), settings.r, spec.seed));
+    }
+    const graph = await TrainingGraph.build(rt, model.weights, { B: fit.B, T: spec.seq, freeze: spec.freeze, accum: fit.accum, cachedBoundary: cached, lora: lora ?? undefined }, { kind: spec.optimizer, weightDecay: spec.weightDecay, maxGradNorm: spec.clip });
     const schedule = makeSchedule({ kind: spec.schedule, lr: spec.lr, warmup: spec.warmup, totalSteps: spec.steps });
     const boundary = cached ? await BoundaryCache.build(rt, model.weights, spec.freeze!, fit.B, spec.seq, o.boundaryStore!) : null;
     const trainer = new Trainer(graph, schedule, spec.clip, 'train-step', boundary);
     const loader = new BatchLoader(train, fit.B, spec.shuffle, spec.seed);
     // The same held-out loss as pretrain and demo: mean over every token of the first evalWindows windows.
-    const evaluator = heldOut ? await WindowEvaluator.build(rt, model.weights, heldOut, fit.B) : null;
-    return new FinetuneRun(rt, model, spec, graph, trainer, loader, schedule, evaluator, fit, o.now ?? (() => performance.now()), o.kept ?? NOTHING_KEPT);
+    const evaluator = heldOut ? await WindowEvaluator.build(rt, model.weights, heldOut, fit.B, lora ?? undefined) : null;
+    return new FinetuneRun(rt, model, spec, graph, trainer, loader, schedule, evaluator, fit, o.now ?? (() => performance.now()), o.kept ?? NOTHING_KEPT, lora);
   }
 
   get step(): number {
@@ -127,13 +162,51 @@ export class FinetuneRun {
   /** Continue a saved run: its step, data position, optimizer moments and log. */
   restore(saved: { step: number; loader: LoaderState; optimizer: { name: string; data: Float32Array | Int32Array }[]; log: TrainLogEntry[] }): void {
     this.graph.optimizer.loadStateTensors(saved.optimizer as { name: string; data: Float32Array }[]);
+    if (this.lora) {
+      // The adapters themselves travel with the optimizer state as `lora.<PEFT name>`.
+      const values = new Map<string, Float32Array>();
+      for (const t of saved.optimizer) if (t.name.startsWith(LORA_STATE_PREFIX) && t.data instanceof Float32Array) values.set(t.name.slice(LORA_STATE_PREFIX.length), t.data);
+      this.lora.write(this.rt, values);
+    }
     this.trainer.step = saved.step;
     this.loader.restore(saved.loader);
     this.log.splice(0, this.log.length, ...saved.log);
   }
 
   trainableParameters(): number {
-    return this.graph.trainable.reduce((s, t) => s + t.numel, 0);
+    return this.graph.optimizer.tensors.reduce((s, t) => s + t.n, 0);
+  }
+
+  /** Optimizer state for a checkpoint, plus the adapters' values (`lora.<PEFT name>`) in LoRA mode. */
+  async stateTensors(): Promise<TensorToWrite[]> {
+    const out = await this.graph.optimizer.stateTensors();
+    if (this.lora) {
+      const values = await this.adapterTensors();
+      for (const m of this.lora.modules) {
+        for (const [name, x] of [[m.aName, [this.lora.r, m.inputs]], [m.bName, [m.outputs, this.lora.r]]] as const) {
+          const data = values.get(name)!;
+          out.push({ name: `${LORA_STATE_PREFIX}${name}`, dtype: 'F32', shape: [...x], data });
+        }
+      }
+    }
+    return out;
+  }
+
+  /** The adapters now (LoRA mode), checked as params() checks the weights. */
+  async adapterTensors(): Promise<Map<string, Float32Array>> {
+    if (!this.lora) throw new Error('not a LoRA run');
+    const t = await this.lora.download(this.rt);
+    for (const [name, x] of t) {
+      const bad = firstNonFinite(x);
+      if (bad >= 0) throw new UserError(`adapter ${name}[${bad}] became ${x[bad]} after step ${this.trainer.step}: stopping without saving; ${this.kept}. Try a lower --lr or --clip 1.`);
+    }
+    return t;
+  }
+
+  /** The adapters as a PEFT directory's files (adapter_config.json, adapter_model.safetensors). */
+  async adapterFiles(baseModel: string | null = null): Promise<{ name: 'adapter_config.json' | 'adapter_model.safetensors'; data: string | Uint8Array | Uint8Array[] }[]> {
+    const l = this.lora!;
+    return peftAdapterFiles(this.model.files.config, l.settings, l.fromBlock, await this.adapterTensors(), baseModel);
   }
 
   /** One line on GPU memory, optimizer, schedule and data. */
@@ -184,14 +257,24 @@ export class FinetuneRun {
     return params;
   }
 
-  /** The fine-tuned model as Hugging Face files (config.json, model.safetensors, tokenizer.json). */
+  /**
+   * The fine-tuned model as Hugging Face files (config.json, model.safetensors, tokenizer.json); in
+   * LoRA mode with the adapters merged into the base weights.
+   */
   async modelFiles(): Promise<HfFile[]> {
     const f = this.model.files;
-    return hfModelFiles({ config: f.config, configJson: f.configJson, params: await this.params(), tokenizerJson: f.tokenizerJson });
+    return hfModelFiles({ config: f.config, configJson: f.configJson, params: await this.mergedParams(), tokenizerJson: f.tokenizerJson });
+  }
+
+  /** The weights, with the adapters merged in (LoRA mode; PEFT's merge_and_unload) or as trained. */
+  async mergedParams(): Promise<Map<string, Float32Array>> {
+    const params = await this.params();
+    if (!this.lora) return params;
+    return mergeLora(this.model.files.config, this.lora.settings, this.lora.fromBlock, params, await this.adapterTensors());
   }
 
   /** The object `semfreeze finetune --json` prints. */
-  json(): { freeze: number | null; steps: number; log: TrainLogEntry[] } {
-    return { freeze: this.spec.freeze, steps: this.trainer.step, log: this.log };
+  json(): { freeze: number | null; steps: number; log: TrainLogEntry[]; lora?: LoraSettings } {
+    return { freeze: this.spec.freeze, steps: this.trainer.step, log: this.log, ...(this.lora ? { lora: this.lora.settings } : {}) };
   }
 }
