@@ -135,7 +135,7 @@ describe('a save that fails (disk full)', () => {
     writeFileSync(join(dir, 'notes.txt'), 'mine');
     const bytes = [...reference.get(2)!.values()].reduce((s, b) => s + b.length, 0);
     // Fail each operation up to the commit in turn (mkdir, every file write, the file list).
-    for (let at = 1; at <= 1 + CHECKPOINT_FILES.length + 1; at++) {
+    for (let at = 1; at <= 1 + reference.get(2)!.size + 1; at++) {
       setFaultPlan({ kind: 'ENOSPC', at });
       const err = await writeCheckpoint(dir, contents(2)).then(() => null, (e: unknown) => e);
       setFaultPlan(null);
