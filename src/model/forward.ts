@@ -440,18 +440,23 @@ export class ModelForward {
   /** Upload a batch: ids and (optionally) targets, each B·T token ids. */
   setBatch(ids: ArrayLike<number>, targets?: ArrayLike<number>): void {
     const V = this.cfg.vocabSize;
-    const put = (buf: GPUBuffer, xs: ArrayLike<number>, what: string) => {
+    // A target of −1 (IGNORE, 0xFFFFFFFF on the GPU) adds no loss and no gradient: label-only training.
+    const put = (buf: GPUBuffer, xs: ArrayLike<number>, what: string, ignorable = false) => {
       if (xs.length !== this.rows) throw new Error(`${what}: expected ${this.rows} tokens (B·T), got ${xs.length}`);
       const u = new Uint32Array(this.rows);
       for (let i = 0; i < this.rows; i++) {
         const id = xs[i]!;
+        if (ignorable && (id === -1 || id === 0xffffffff)) {
+          u[i] = 0xffffffff;
+          continue;
+        }
         if (!(Number.isInteger(id) && id >= 0 && id < V)) throw new Error(`${what}: token id ${id} at position ${i} is outside the vocabulary (size ${V})`);
         u[i] = id;
       }
       this.rt.memory.write(buf, u);
     };
     put(this.ids, ids, 'input');
-    if (targets) put(this.targets, targets, 'targets');
+    if (targets) put(this.targets, targets, 'targets', true);
   }
 
   /** Positions the trace captures (kind 'rows'): row indices into the B·T batch. */

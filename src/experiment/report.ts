@@ -1,0 +1,243 @@
+// EXPERIMENTS.md from the stored results, and nothing else: the oracle's quality-versus-cost curve per
+// task (mean and spread over seeds), every method placed on it with its regret (quality lost against
+// the best boundary at equal or lower backward cost) and its saving, an SVG chart per task, and a plain
+// verdict. A difference smaller than the seeds' spread is called a tie, never a win.
+import type { Boundary } from '../analysis/cost.ts';
+import { DEFAULT_GAIN_STRATEGY } from '../analysis/gain.ts';
+import type { ModelConfig } from '../model/config.ts';
+import { ticks } from '../util/linechart.ts';
+import { boundariesFor, boundaryKey, type AnalysisRecord, type ExperimentSettings, type ProbeRecord } from './experiment.ts';
+import { fixedBaselines, probeBaselines, salfChoices, salfMethodName, type MethodChoice } from './methods.ts';
+import type { RunRecord } from './runs.ts';
+import { TASKS, type TaskName } from './tasks.ts';
+
+export const DEFAULT_DEVIATION = 'cosine';
+
+export interface OracleRow {
+  boundary: Boundary;
+  scores: number[];
+  mean: number;
+  sd: number;
+  msPerStep: number;
+  gpuMiB: number;
+  backwardFraction: number;
+}
+
+export interface MethodRow extends MethodChoice {
+  /** Mean quality score over seeds (higher is better). */
+  mean: number;
+  sd: number;
+  /** Backward cost relative to full fine-tuning, the probe's steps included. */
+  cost: number;
+  /** Best oracle mean at cost ≤ this method's, minus this method's mean (≥ 0 unless it beats the curve). */
+  regret: number;
+  /** 1 − cost. */
+  saving: number;
+}
+
+export interface TaskReport {
+  task: TaskName;
+  lr: { lr: number; score: number }[];
+  chosenLr: number;
+  oracle: OracleRow[];
+  methods: MethodRow[];
+  /** The largest seed standard deviation on the oracle curve: differences below it are ties. */
+  spread: number;
+  verdict: string[];
+  complete: boolean;
+}
+
+const mean = (xs: number[]) => xs.reduce((a, b) => a + b, 0) / xs.length;
+const sd = (xs: number[]) => (xs.length < 2 ? 0 : Math.sqrt(xs.reduce((a, x) => a + (x - mean(xs)) ** 2, 0) / (xs.length - 1)));
+
+/** Everything the report needs, read from the store by key. */
+export interface StoredResults {
+  settings: ExperimentSettings;
+  config: ModelConfig;
+  get(key: string): unknown | null;
+}
+
+export function taskReport(r: StoredResults, task: TaskName): TaskReport {
+  const s = r.settings;
+  const N = r.config.nLayer;
+  const lr = s.lrGrid.map((x) => ({ lr: x, rec: r.get(`lr/${task}-${x}`) as RunRecord | null })).filter((x) => x.rec).map((x) => ({ lr: x.lr, score: x.rec!.score }));
+  const chosenLr = lr.length ? lr.reduce((b, x) => (x.score > b.score ? x : b)).lr : NaN;
+  const oracle: OracleRow[] = [];
+  let complete = lr.length === s.lrGrid.length;
+  for (const K of boundariesFor(s, N)) {
+    const recs = s.seeds.map((seed) => r.get(`oracle/${task}-${boundaryKey(K)}-s${seed}`) as RunRecord | null);
+    const have = recs.filter((x): x is RunRecord => x !== null);
+    if (have.length < recs.length) complete = false;
+    if (have.length === 0) continue;
+    const scores = have.map((x) => x.score);
+    oracle.push({
+      boundary: K, scores, mean: mean(scores), sd: sd(scores), msPerStep: mean(have.map((x) => x.msPerStep)),
+      gpuMiB: mean(have.map((x) => x.gpuBytes)) / 2 ** 20, backwardFraction: have[0]!.analytic.backwardFraction,
+    });
+  }
+  const at = (K: Boundary) => oracle.find((o) => o.boundary === K);
+  const analyses: Record<string, number[]> = {};
+  let dataSize = 0;
+  for (const m of ['cosine', 'contrastive', 'lens']) {
+    const a = r.get(`analysis/${task}-${m}`) as AnalysisRecord | null;
+    if (a) {
+      analyses[m] = a.deviations;
+      dataSize = a.dataSize;
+    } else if (m !== 'contrastive' || TASKS[task].kind === 'classification') complete = false;
+  }
+  const probes: Record<string, ProbeRecord['probe']> = {};
+  for (const seed of s.seeds) {
+    const p = r.get(`probe/${task}-s${seed}`) as ProbeRecord | null;
+    if (p) probes[String(seed)] = p.probe;
+    else complete = false;
+  }
+  const choices: MethodChoice[] = [
+    ...salfChoices(analyses, r.config, { batch: s.batch, seq: s.seq, dataSize }),
+    ...fixedBaselines(N, analyses.cosine),
+    ...(Object.keys(probes).length === s.seeds.length ? probeBaselines(probes) : []),
+  ];
+  const curveAtCost = (cost: number) => {
+    const ok = oracle.filter((o) => o.backwardFraction <= cost + 1e-9);
+    return ok.length ? Math.max(...ok.map((o) => o.mean)) : -Infinity;
+  };
+  const methods: MethodRow[] = [];
+  for (const c of choices) {
+    let scores: number[];
+    let cost: number;
+    if (c.boundary === 'expected') {
+      const pts = oracle.filter((o) => o.boundary !== 'none');
+      if (pts.length === 0) continue;
+      scores = s.seeds.map((_, i) => mean(pts.map((o) => o.scores[i] ?? o.mean)));
+      cost = mean(pts.map((o) => o.backwardFraction));
+    } else if (c.perSeed) {
+      const rows = s.seeds.map((seed, i) => at(c.perSeed![String(seed)]!)?.scores[i]);
+      if (rows.some((x) => x === undefined)) continue;
+      scores = rows as number[];
+      cost = mean(s.seeds.map((seed) => at(c.perSeed![String(seed)]!)!.backwardFraction)) + (c.probeSteps ?? 0) / s.steps;
+    } else {
+      const o = at(c.boundary);
+      if (!o) continue;
+      scores = o.scores;
+      cost = o.backwardFraction;
+    }
+    const m = mean(scores);
+    methods.push({ ...c, mean: m, sd: sd(scores), cost, regret: curveAtCost(cost) - m, saving: 1 - cost });
+  }
+  const spread = oracle.length ? Math.max(...oracle.map((o) => o.sd)) : 0;
+  const rep: TaskReport = { task, lr, chosenLr, oracle, methods, spread, verdict: [], complete };
+  rep.verdict = verdict(rep);
+  return rep;
+}
+
+/** The SALF configuration the project ships as its default. */
+export const DEFAULT_SALF = salfMethodName(DEFAULT_DEVIATION, DEFAULT_GAIN_STRATEGY, {});
+
+function verdict(t: TaskReport): string[] {
+  if (t.oracle.length === 0) return ['No oracle runs yet.'];
+  const out: string[] = [];
+  const fmt = (x: number) => x.toFixed(4);
+  const best = t.oracle.reduce((b, o) => (o.mean > b.mean ? o : b));
+  const full = t.oracle.find((o) => o.boundary === 'none');
+  out.push(`Best boundary on the oracle: --freeze ${best.boundary} (quality ${fmt(display(t.task, best.mean))}, backward cost ${(100 * best.backwardFraction).toFixed(0)}% of full).`);
+  if (full) {
+    const within = t.oracle.filter((o) => o.mean >= full.mean - t.spread).sort((a, b) => a.backwardFraction - b.backwardFraction)[0]!;
+    out.push(`The cheapest boundary within the seeds' spread (${fmt(t.spread)}) of full fine-tuning: --freeze ${within.boundary}, ${(100 * (1 - within.backwardFraction)).toFixed(0)}% of the backward saved.`);
+  }
+  const salf = t.methods.find((m) => m.method === DEFAULT_SALF);
+  const baselines = t.methods.filter((m) => m.kind === 'baseline');
+  if (salf) {
+    out.push(`SALF's default (${DEFAULT_SALF}) picks --freeze ${String(salf.boundary)}: regret ${fmt(salf.regret)} ${salf.regret <= t.spread ? '(within the seeds\' spread: no loss against the best boundary at its cost)' : '(more than the seeds\' spread)'}, saving ${(100 * salf.saving).toFixed(0)}%.`);
+    const better = baselines.filter((b) => b.cost <= salf.cost + 1e-9 && b.mean > salf.mean + t.spread);
+    if (better.length) out.push(`SALF's default LOSES to: ${better.map((b) => `${b.method} (${fmt(display(t.task, b.mean))} at cost ${(100 * b.cost).toFixed(0)}%)`).join('; ')}.`);
+    const worse = baselines.filter((b) => b.cost >= salf.cost - 1e-9 && b.mean < salf.mean - t.spread);
+    if (worse.length) out.push(`SALF's default beats, at no more cost: ${worse.map((b) => b.method).join('; ')}.`);
+    if (!better.length && !worse.length) out.push('Against the baselines SALF\'s default neither wins nor loses beyond the seeds\' spread.');
+  }
+  const salfs = t.methods.filter((m) => m.kind === 'salf');
+  if (salfs.length) {
+    const lowest = Math.min(...salfs.map((m) => m.regret));
+    out.push(`Lowest regret among SALF variants: ${fmt(lowest)} (${salfs.filter((m) => m.regret <= lowest + 1e-12).map((m) => m.method).slice(0, 4).join('; ')}).`);
+  }
+  if (!t.complete) out.push('**Incomplete**: some runs are missing, so these lines may change.');
+  return out;
+}
+
+/** Scores are higher-is-better; code's is −loss: show the loss. */
+export function display(task: TaskName, score: number): number {
+  return TASKS[task].kind === 'lm' ? -score : score;
+}
+
+/** Quality against backward cost: the oracle's curve with its seed spread, and each method's marker. */
+export function renderTaskSvg(t: TaskReport): string {
+  const W = 760;
+  const H = 440;
+  const m = { l: 70, r: 200, t: 36, b: 50 };
+  const y = (score: number) => display(t.task, score);
+  const pts = [...t.oracle.flatMap((o) => [y(o.mean - o.sd), y(o.mean + o.sd)]), ...t.methods.map((x) => y(x.mean))];
+  let [y0, y1] = [Math.min(...pts), Math.max(...pts)];
+  const pad = (y1 - y0) * 0.06 || 0.01;
+  y0 -= pad;
+  y1 += pad;
+  const x1 = Math.max(1, ...t.methods.map((x) => x.cost));
+  const sx = (x: number) => m.l + (x / x1) * (W - m.l - m.r);
+  const sy = (v: number) => H - m.b - ((v - y0) / (y1 - y0)) * (H - m.t - m.b);
+  const esc = (s: string) => s.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;');
+  const parts: string[] = [];
+  parts.push(`<rect width="${W}" height="${H}" fill="white"/>`);
+  parts.push(`<text x="${W / 2}" y="20" text-anchor="middle" font-size="14">${esc(`${t.task}: ${TASKS[t.task].quality} vs backward cost`)}</text>`);
+  for (const v of ticks(y0, y1)) parts.push(`<line x1="${m.l}" x2="${W - m.r}" y1="${sy(v)}" y2="${sy(v)}" stroke="#eee"/><text x="${m.l - 6}" y="${sy(v) + 4}" text-anchor="end" font-size="11">${+v.toPrecision(4)}</text>`);
+  for (const v of ticks(0, x1)) parts.push(`<text x="${sx(v)}" y="${H - m.b + 16}" text-anchor="middle" font-size="11">${Math.round(v * 100)}%</text>`);
+  parts.push(`<text x="${(m.l + W - m.r) / 2}" y="${H - 12}" text-anchor="middle" font-size="12">backward FLOPs per step, % of full fine-tuning (probe included)</text>`);
+  const curve = [...t.oracle].sort((a, b) => a.backwardFraction - b.backwardFraction);
+  parts.push(`<polyline fill="none" stroke="#1f77b4" stroke-width="1.5" points="${curve.map((o) => `${sx(o.backwardFraction)},${sy(y(o.mean))}`).join(' ')}"/>`);
+  for (const o of curve) {
+    parts.push(`<line x1="${sx(o.backwardFraction)}" x2="${sx(o.backwardFraction)}" y1="${sy(y(o.mean - o.sd))}" y2="${sy(y(o.mean + o.sd))}" stroke="#1f77b4"/>`);
+    parts.push(`<circle cx="${sx(o.backwardFraction)}" cy="${sy(y(o.mean))}" r="3" fill="#1f77b4"><title>${esc(`--freeze ${o.boundary}`)}</title></circle>`);
+    parts.push(`<text x="${sx(o.backwardFraction) + 4}" y="${sy(y(o.mean)) - 5}" font-size="9" fill="#1f77b4">${o.boundary === 'none' ? 'full' : o.boundary}</text>`);
+  }
+  // Methods: SALF's default, the other SALF variants' distinct points, and every baseline.
+  const shown = t.methods.filter((x) => x.kind === 'baseline' || x.method === DEFAULT_SALF);
+  const colors = ['#d62728', '#2ca02c', '#9467bd', '#ff7f0e', '#8c564b', '#e377c2', '#17becf', '#bcbd22', '#7f7f7f'];
+  shown.forEach((x, i) => {
+    const c = colors[i % colors.length]!;
+    const cx = sx(x.cost);
+    const cy = sy(y(x.mean));
+    parts.push(x.kind === 'salf' ? `<polygon points="${cx},${cy - 7} ${cx + 7},${cy} ${cx},${cy + 7} ${cx - 7},${cy}" fill="${c}"/>` : `<rect x="${cx - 4}" y="${cy - 4}" width="8" height="8" fill="none" stroke="${c}" stroke-width="2"/>`);
+    parts.push(`<text x="${W - m.r + 10}" y="${m.t + 14 + i * 16}" font-size="10" fill="${c}">${x.kind === 'salf' ? '◆' : '□'} ${esc(x.method)}</text>`);
+  });
+  parts.push(`<text x="${W - m.r + 10}" y="${m.t + 14 + shown.length * 16}" font-size="10" fill="#1f77b4">● oracle (mean ± sd over seeds)</text>`);
+  return `<svg xmlns="http://www.w3.org/2000/svg" width="${W}" height="${H}" font-family="sans-serif">\n${parts.join('\n')}\n</svg>\n`;
+}
+
+const pct = (x: number) => `${(100 * x).toFixed(0)}%`;
+
+/** The markdown for all tasks (charts referenced by file name). */
+export function renderExperimentsMd(r: StoredResults, reports: TaskReport[], meta: { commit: string; chartPath: (task: TaskName) => string; command: string; elapsed?: string }): string {
+  const s = r.settings;
+  const L: string[] = [];
+  L.push('# Experiments: does SALF\'s choice hold up?', '');
+  L.push(`Generated by \`${meta.command}\` from the JSON it stored; every number below comes from those files. Commit ${meta.commit}. Mode: ${s.mode}.${meta.elapsed ? ` Machine time so far: ${meta.elapsed}.` : ''}`, '');
+  L.push(`Settings: ${s.steps} steps of AdamW (cosine schedule, warmup ${s.warmup}), batch ${s.batch} × ${s.seq} tokens, seeds ${s.seeds.join(', ')} (the seed sets the data order), learning rate chosen once per task on full fine-tuning from ${s.lrGrid.join(', ')} against a validation split carved from the training file (every 10th window or example, never trained on). Quality is measured on the held-out file (${s.evalMax} windows or examples). Model: ${r.config.modelType}, ${r.config.nLayer} blocks × ${r.config.nEmbd}.`, '');
+  L.push('Cost is the cost model\'s backward FLOPs per step relative to full fine-tuning (`src/analysis/cost.ts`); for the probe-based baselines the probe\'s full fine-tuning steps are added, spread over the run. Regret is the best oracle quality at equal or lower cost minus the method\'s (in the task\'s units; for code a loss difference, where lower loss is better, so regret is how much higher the loss is). Differences smaller than the seeds\' spread (the largest standard deviation on the oracle curve) are ties.', '');
+  for (const t of reports) {
+    const lm = TASKS[t.task].kind === 'lm';
+    const q = (score: number) => display(t.task, score).toFixed(4);
+    L.push(`## ${t.task}: ${TASKS[t.task].quality}`, '');
+    L.push(...t.verdict.map((v) => `- ${v}`), '');
+    L.push(`![${t.task}](${meta.chartPath(t.task)})`, '');
+    L.push(`Learning rate (full fine-tuning, validation ${lm ? 'loss' : 'macro-F1'}): ${t.lr.map((x) => `${x.lr}: ${q(x.score)}`).join(', ')} → **${t.chosenLr}**.`, '');
+    L.push('### Oracle: fine-tuning at every boundary', '');
+    L.push(`| --freeze | ${lm ? 'loss' : 'macro-F1'} mean ± sd | per seed | backward cost | ms/step | GPU MiB |`, '| --- | ---: | --- | ---: | ---: | ---: |');
+    for (const o of t.oracle) L.push(`| ${o.boundary} | ${q(o.mean)} ± ${o.sd.toFixed(4)} | ${o.scores.map(q).join(', ')} | ${pct(o.backwardFraction)} | ${o.msPerStep.toFixed(0)} | ${o.gpuMiB.toFixed(1)} |`);
+    L.push('');
+    L.push('### Methods on the oracle curve', '');
+    L.push(`| method | --freeze | ${lm ? 'loss' : 'macro-F1'} | cost | saving | regret |`, '| --- | --- | ---: | ---: | ---: | ---: |');
+    const order = [...t.methods].sort((a, b) => (a.kind === b.kind ? 0 : a.kind === 'baseline' ? -1 : 1));
+    for (const m of order) {
+      const K = m.perSeed ? Object.values(m.perSeed).join('/') : String(m.boundary);
+      L.push(`| ${m.method === DEFAULT_SALF ? `**${m.method}** (default)` : m.method}${m.note ? ` (${m.note})` : ''} | ${K} | ${q(m.mean)} | ${pct(m.cost)} | ${pct(m.saving)} | ${(lm ? m.regret : m.regret).toFixed(4)} |`);
+    }
+    L.push('');
+  }
+  return `${L.join('\n')}\n`;
+}
