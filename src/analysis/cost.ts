@@ -78,9 +78,29 @@
 //    rowChunk·V (the training graph's bwd.softcap_deriv; rowChunk as ModelForward's headRowChunk, or
 //    options.logitsRowChunk), targets M int32; plus, for 'none', the input token ids M int32 (embedding
 //    backward). The frozen prefix runs in a reused scratch buffer that is not counted.
+//
+// LoRA (options.lora: rank r, targeted modules; finetune --lora, src/model/lora.ts): every weight is
+// frozen and only the adapters A [r, in] and B [out, r] of the targeted projections of blocks K..N−1
+// train ('none' = K = 0: the embeddings stay frozen). Per adapted projection with `in` inputs and
+// `out` outputs:
+//  - forward: u = x·Aᵀ 2·M·in·r, u·(alpha/r) M·r, y += u·Bᵀ 2·M·r·out + M·out (the add into y);
+//  - backward dX: du = dy·B 2·M·out·r, du·(alpha/r) M·r, and, where the layer's input gradient is
+//    needed, dx += du·A 2·M·r·in + M·in (the merge into the base dX); dW: dB = dyᵀ·u 2·M·out·r,
+//    dA = duᵀ·x 2·M·r·in (accumulation over micro-batches not counted, as for the base dW);
+//  - the base projections' dX (2·M·out·in) and every norm's and the final norm's dX are still paid
+//    through blocks N−1..K (the dX chain the adapters need), attention and rotary backward included;
+//    no base dW, bias, norm, head or embedding gradient at all; the head's dX 2·M·V·C is paid;
+//  - the lowest trainable block needs no d(ln1 out) (ln1 does not train), so its q/k/v (GPT-2: qkv)
+//    base dX products, their adapters' dx and ln1's dX are skipped (the training graph skips them);
+//  - optimizer: AdamW 16 per adapter parameter; trainable parameters Σ r·(in + out);
+//  - memory: weights = every base parameter plus the adapters; gradients 1 and AdamW state 2 floats per
+//    adapter parameter; stored activations as at boundary K (lnf out not stored: the head does not
+//    train; no input ids) plus each adapted projection's u, M·r floats.
+// ratioToFull compares with full fine-tuning of the weights ('none' without LoRA).
 
 import { headSize, kvHeads, type ModelConfig } from '../model/config.ts';
 import { modelSpec, type NormKind, type ProjSpec } from '../model/spec.ts';
+import { loraModules, loraTargetNames } from '../model/lora.ts';
 import { AnalysisError } from './types.ts';
 
 export const FLOP_CONSTANTS = {
@@ -129,6 +149,18 @@ export interface CostOptions {
    * the embedding and the frozen blocks' forward are not run; the step starts at block K.
    */
   cachedBoundary?: boolean;
+  /** LoRA adapters instead of the weights (see the header): rank r on these block-relative targets (default all). */
+  lora?: { r: number; targets?: string[] };
+}
+
+/** The base weights adapted at boundary K under options.lora (empty without it). */
+function loraAdapted(cfg: ModelConfig, K: Boundary, opts: CostOptions): Map<string, { inputs: number; outputs: number }> {
+  const out = new Map<string, { inputs: number; outputs: number }>();
+  if (!opts.lora) return out;
+  const { r } = opts.lora;
+  if (!Number.isInteger(r) || r < 1) throw new AnalysisError(`cost: LoRA rank must be a positive integer, got ${r}`);
+  for (const m of loraModules(cfg, { r, alpha: r, targets: opts.lora.targets ?? loraTargetNames(cfg) }, K === 'none' ? 0 : K)) out.set(m.weight, { inputs: m.inputs, outputs: m.outputs });
+  return out;
 }
 
 /** K = number of frozen blocks (0..N), or 'none' = full fine-tuning including embeddings. */
@@ -283,6 +315,7 @@ export function parameterCounts(cfg: ModelConfig, opts: CostOptions = {}): Param
 /** Trainable parameters at boundary K. */
 export function trainableParams(cfg: ModelConfig, K: Boundary, opts: CostOptions = {}): number {
   checkBoundary(cfg, K);
+  if (opts.lora) return [...loraAdapted(cfg, K, opts).values()].reduce((s, m) => s + opts.lora!.r * (m.inputs + m.outputs), 0);
   const p = parameterCounts(cfg, opts);
   const nTrain = K === 'none' ? cfg.nLayer : cfg.nLayer - K;
   return nTrain * p.block + p.lnF + p.head + (K === 'none' ? p.wte + p.wpe : 0);
@@ -363,7 +396,11 @@ export function costTerms(cfg: ModelConfig, B: number, T: number, K: Boundary, o
     };
   };
 
-  // Forward (same for every boundary).
+  const adapted = loraAdapted(cfg, K, opts);
+  const lora = !!opts.lora;
+  const r = opts.lora?.r ?? 0;
+
+  // Forward (the same for every boundary; LoRA adds its adapters' products).
   if (e.positions) add('embed.add', 'forward', M * C);
   if (e.scale !== 1) add('embed.scale', 'forward', K0.embedScale * M * C);
   for (let l = 0; l < N; l++) {
@@ -377,6 +414,7 @@ export function costTerms(cfg: ModelConfig, B: number, T: number, K: Boundary, o
     const proj = (n: string, p: ProjSpec) => {
       add(`${b}.${n}`, 'forward', 2 * M * p.inputs * p.outputs);
       if (p.bias) add(`${b}.${n}.bias`, 'forward', M * p.outputs);
+      if (adapted.has(p.weight)) add(`${b}.${n}.lora`, 'forward', 2 * M * p.inputs * r + M * r + 2 * M * r * p.outputs + M * p.outputs);
     };
     add(`${b}.ln1`, 'forward', normFlops(bl.attention.norm.kind).fwd * M * C);
     for (const { p, n } of nm.qkv) proj(n, p);
@@ -401,14 +439,15 @@ export function costTerms(cfg: ModelConfig, B: number, T: number, K: Boundary, o
   add('loss', 'forward', K0.crossEntropyFwd * M * V);
 
   // Backward.
-  const none = K === 'none';
-  const lowest = none ? 0 : K;
-  const headTrains = !cfg.tiedHead || none;
+  // LoRA: the embeddings never train, so 'none' is K = 0.
+  const none = K === 'none' && !lora;
+  const lowest = K === 'none' ? 0 : K;
+  const headTrains = !lora && (!cfg.tiedHead || none);
   add('loss.dX', 'backwardDX', K0.crossEntropyBwd * M * V);
   if (finalCap) add('logits.softcap.dX', 'backwardDX', K0.softcapBwd * M * V);
   add('head.dX', 'backwardDX', 2 * M * V * C);
   if (headTrains) add('head.dW', 'backwardDW', 2 * M * V * C);
-  add('lnf.dW', 'backwardDW', lnf.dW * M * C);
+  if (!lora) add('lnf.dW', 'backwardDW', lnf.dW * M * C);
   if (lowest < N) add('lnf.dX', 'backwardDX', lnf.dX * M * C);
   for (let l = N - 1; l >= lowest; l--) {
     const b = `block${l}`;
@@ -419,21 +458,32 @@ export function costTerms(cfg: ModelConfig, B: number, T: number, K: Boundary, o
     const pairs = pairsOf(l);
     const hd = at.headDim;
     const needsInputDX = none || l > lowest;
-    const projBwd = (n: string, p: ProjSpec) => {
-      add(`${b}.${n}.dX`, 'backwardDX', 2 * M * p.outputs * p.inputs);
-      add(`${b}.${n}.dW`, 'backwardDW', 2 * M * p.inputs * p.outputs);
-      if (p.bias) add(`${b}.${n}.db`, 'backwardDW', M * p.outputs);
+    // LoRA at the lowest block: ln1 does not train, so nothing needs d(ln1 out).
+    const needsLn1DX = !lora || needsInputDX;
+    const projBwd = (n: string, p: ProjSpec, needDX = true) => {
+      if (needDX) add(`${b}.${n}.dX`, 'backwardDX', 2 * M * p.outputs * p.inputs);
+      if (!lora) {
+        add(`${b}.${n}.dW`, 'backwardDW', 2 * M * p.inputs * p.outputs);
+        if (p.bias) add(`${b}.${n}.db`, 'backwardDW', M * p.outputs);
+      }
+      if (adapted.has(p.weight)) {
+        add(`${b}.${n}.lora.dX`, 'backwardDX', 2 * M * p.outputs * r + M * r + (needDX ? 2 * M * r * p.inputs + M * p.inputs : 0));
+        add(`${b}.${n}.lora.dW`, 'backwardDW', 2 * M * p.outputs * r + 2 * M * r * p.inputs);
+      }
+    };
+    const normDW = (n: string, kind: NormKind) => {
+      if (!lora) add(`${b}.${n}.dW`, 'backwardDW', normFlops(kind).dW * M * C);
     };
     const postNormBwd = (n: string, kind: NormKind) => {
       add(`${b}.${n}.dX`, 'backwardDX', normFlops(kind).dX * M * C);
-      add(`${b}.${n}.dW`, 'backwardDW', normFlops(kind).dW * M * C);
+      normDW(n, kind);
     };
     if (bl.mlp.postNorm) postNormBwd('mlp.postnorm', bl.mlp.postNorm.kind);
     projBwd(nm.down.n, nm.down.p);
     add(`${b}.${nm.act}.dX`, 'backwardDX', gluBwd[ml.kind] * M * F);
     for (const { p, n } of nm.up) projBwd(n, p);
     add(`${b}.ln2.dX`, 'backwardDX', normFlops(bl.mlp.norm.kind).dX * M * C);
-    add(`${b}.ln2.dW`, 'backwardDW', normFlops(bl.mlp.norm.kind).dW * M * C);
+    normDW('ln2', bl.mlp.norm.kind);
     add(`${b}.residual1.merge`, 'backwardDX', M * C);
     if (bl.attention.postNorm) postNormBwd('attn.postnorm', bl.attention.postNorm.kind);
     projBwd(nm.o.n, nm.o.p);
@@ -444,8 +494,8 @@ export function costTerms(cfg: ModelConfig, B: number, T: number, K: Boundary, o
     add(`${b}.attn.dQ`, 'backwardDX', 2 * pairs * hd);
     add(`${b}.attn.dK`, 'backwardDX', 2 * pairs * hd);
     if (at.rope) add(`${b}.rope.dX`, 'backwardDX', K0.ropeBwd * M * (at.nHead + at.nKvHead) * hd);
-    for (const { p, n } of nm.qkv) projBwd(n, p);
-    add(`${b}.ln1.dW`, 'backwardDW', normFlops(bl.attention.norm.kind).dW * M * C);
+    for (const { p, n } of nm.qkv) projBwd(n, p, needsLn1DX);
+    normDW('ln1', bl.attention.norm.kind);
     if (needsInputDX) {
       add(`${b}.ln1.dX`, 'backwardDX', normFlops(bl.attention.norm.kind).dX * M * C);
       add(`${b}.residual0.merge`, 'backwardDX', M * C);
@@ -475,8 +525,10 @@ export function activationTerms(cfg: ModelConfig, B: number, T: number, K: Bound
   const F = cfg.nInner;
   const V = opts.vocab ?? cfg.vocabSize;
   const M = B * T;
-  const none = K === 'none';
-  const lowest = none ? 0 : K;
+  const lora = !!opts.lora;
+  const none = K === 'none' && !lora;
+  const lowest = K === 'none' ? 0 : K;
+  const adapted = loraAdapted(cfg, K, opts);
   const out: ActivationTerm[] = [];
   const add = (name: string, elements: number) => out.push({ name, elements, bytes: BYTES * elements });
   const stats = (name: string, kind: NormKind) => {
@@ -508,9 +560,12 @@ export function activationTerms(cfg: ModelConfig, B: number, T: number, K: Bound
       stats(`${b}.mlp.postnorm`, bl.mlp.postNorm.kind);
     }
     add(`${b}.residual2`, M * C);
+    for (const p of [...bl.attention.body.qkv, bl.attention.body.o, ...bl.mlp.body.up, bl.mlp.body.down]) {
+      if (adapted.has(p.weight)) add(`${b}.${p.weight.slice(bl.prefix.length + 1, -'.weight'.length)}.lora.u`, M * opts.lora!.r);
+    }
   }
   stats('lnf', spec.finalNorm.kind);
-  if (!cfg.tiedHead || none) add('lnf.out', M * C);
+  if (!lora && (!cfg.tiedHead || none)) add('lnf.out', M * C);
   add('probs', M * V);
   if (spec.finalSoftcap > 0) add('logits.softcap.deriv', (opts.logitsRowChunk ?? logitsRowChunk(C, V, M)) * V);
   add('targets (int32)', M);
@@ -534,7 +589,8 @@ function rawRow(cfg: ModelConfig, B: number, T: number, K: Boundary, opts: CostO
   const optimizer = sumPhase(terms, 'optimizer');
   const backward = backwardDX + backwardDW;
   const P = trainableParams(cfg, K, opts);
-  const weightBytes = BYTES * parameterCounts(cfg, opts).total;
+  // LoRA: the adapters are parameters too, beside the frozen base.
+  const weightBytes = BYTES * (parameterCounts(cfg, opts).total + (opts.lora ? P : 0));
   let activationBytes = 0;
   for (const a of activationTerms(cfg, B, T, K, opts)) activationBytes += a.bytes;
   const memory: MemoryBreakdown = {
@@ -549,8 +605,8 @@ function rawRow(cfg: ModelConfig, B: number, T: number, K: Boundary, opts: CostO
   return {
     boundary: K,
     trainableBlocks: K === 'none' ? cfg.nLayer : cfg.nLayer - K,
-    embeddingsTrainable: K === 'none',
-    headTrainable: !cfg.tiedHead || K === 'none',
+    embeddingsTrainable: K === 'none' && !opts.lora,
+    headTrainable: !opts.lora && (!cfg.tiedHead || K === 'none'),
     flops: { forward, backwardDX, backwardDW, backward, optimizer, total: forward + backward + optimizer },
     memory,
   };
@@ -567,15 +623,15 @@ function withRatios(r: RawRow, full: RawRow): CostRow {
   };
 }
 
-/** Cost of one step at boundary K (ratios against 'none'). */
+/** Cost of one step at boundary K (ratios against 'none': full fine-tuning of the weights, also under LoRA). */
 export function stepCost(cfg: ModelConfig, B: number, T: number, K: Boundary, opts: CostOptions = {}): CostRow {
-  return withRatios(rawRow(cfg, B, T, K, opts), rawRow(cfg, B, T, 'none', opts));
+  return withRatios(rawRow(cfg, B, T, K, opts), rawRow(cfg, B, T, 'none', { ...opts, lora: undefined }));
 }
 
 /** Rows for K = 0..N, then 'none' (full fine-tuning, the reference of every ratio). */
 export function costTable(cfg: ModelConfig, B: number, T: number, opts: CostOptions = {}): CostTable {
   checkShape(cfg, B, T, opts);
-  const fullRaw = rawRow(cfg, B, T, 'none', opts);
+  const fullRaw = rawRow(cfg, B, T, 'none', { ...opts, lora: undefined });
   const rows: CostRow[] = [];
   for (let K = 0; K <= cfg.nLayer; K++) rows.push(withRatios(rawRow(cfg, B, T, K, opts), fullRaw));
   const full = withRatios(fullRaw, fullRaw);
@@ -597,7 +653,7 @@ export function costTable(cfg: ModelConfig, B: number, T: number, opts: CostOpti
 export function predictedSaving(cfg: ModelConfig, B: number, T: number, K: number, opts: CostOptions = {}): PredictedSaving {
   checkBoundary(cfg, K);
   const atK = stepCost(cfg, B, T, K, opts);
-  const full = stepCost(cfg, B, T, 'none', opts);
+  const full = stepCost(cfg, B, T, 'none', { ...opts, lora: undefined });
   const N = cfg.nLayer;
   return {
     freeze: K,
