@@ -3,7 +3,8 @@
 // The boundaries' training steps are timed interleaved (round-robin), so machine noise hits all alike.
 // Configs: a small GPT-2, GPT-2 small's shape, and SmolLM2-135M's Llama shape (GQA 9/3 heads, SwiGLU,
 // RMSNorm, rotary, 30 blocks) at a short sequence so that it stays feasible in software WebGPU.
-//   tsx bench/model.ts [--config small|gpt2|smollm2|all] [--reps N] [--boundaries none,0,10,…] [--json FILE]
+//   tsx bench/model.ts [--config small|gpt2|smollm2|all] [--reps N] [--boundaries none,0,10,…] [--shape B,T] [--json FILE]
+// --shape sets the training step's and the forward's batch and sequence (GPU-sized runs: bench/gpu.sh).
 import { Runtime } from '../src/gpu/runtime.ts';
 import { nodePlatform } from '../src/platform/node.ts';
 import type { ModelConfig } from '../src/model/config.ts';
@@ -134,11 +135,22 @@ function boundaryArg(): (number | null)[] | null {
   return process.argv[i + 1]!.split(',').map((x) => (x === 'none' ? null : Number(x)));
 }
 
+/** --shape B,T: one batch shape for the forward and the training step. */
+function shapeArg(): { B: number; T: number } | null {
+  const i = process.argv.indexOf('--shape');
+  if (i < 0) return null;
+  const [B, T] = (process.argv[i + 1] ?? '').split(',').map(Number);
+  if (!Number.isInteger(B) || !Number.isInteger(T) || B! < 1 || T! < 1) throw new Error(`--shape: expected B,T (e.g. 8,512), got '${process.argv[i + 1]}'`);
+  return { B: B!, T: T! };
+}
+
 async function main() {
   const which = process.argv.includes('--config') ? process.argv[process.argv.indexOf('--config') + 1] : 'small';
   const reps = arg('--reps', 3);
   const rt = await Runtime.open(nodePlatform);
-  const configs = which === 'all' ? [SMALL, GPT2, SMOLLM2] : which === 'gpt2' ? [GPT2] : which === 'smollm2' ? [SMOLLM2] : [SMALL];
+  const chosen = which === 'all' ? [SMALL, GPT2, SMOLLM2] : which === 'gpt2' ? [GPT2] : which === 'smollm2' ? [SMOLLM2] : [SMALL];
+  const shape = shapeArg();
+  const configs = shape ? chosen.map((c) => ({ ...c, forward: [shape], train: shape })) : chosen;
   const results = [];
   for (const c of configs) results.push(await benchConfig(rt, c, reps));
   emit({ benchmark: 'model', date: new Date().toISOString(), machine: machine(rt), reps, results });
