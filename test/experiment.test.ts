@@ -124,6 +124,7 @@ describe('semfreeze experiment run --quick', () => {
     const store = fileStore(join(out, 'runs'));
     const rec = (await store.get('oracle/code-K6-s2')) as { boundary: number; seed: number; steps: number; quality: { kind: string; loss: number }; trainableParameters: number };
     expect(rec).toMatchObject({ boundary: 6, seed: 2, steps: QUICK_SETTINGS.steps, quality: { kind: 'lm' } });
+    expect((rec as unknown as { commit: string }).commit).toMatch(/^[0-9a-f]{7,}|unknown/);
     expect(Number.isFinite(rec.quality.loss)).toBe(true);
     const full = (await store.get('oracle/code-none-s2')) as { trainableParameters: number };
     expect(rec.trainableParameters).toBeLessThan(full.trainableParameters);

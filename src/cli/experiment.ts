@@ -22,8 +22,8 @@ export interface ExperimentOptions {
   json?: boolean;
 }
 
-/** One JSON file per key under `dir` (keys contain '/', which become folders). */
-export function fileStore(dir: string): ExperimentStore & { keys(): string[] } {
+/** One JSON file per key under `dir` (keys contain '/', which become folders); `stamp` is added to every object written (the commit). */
+export function fileStore(dir: string, stamp: Record<string, unknown> = {}): ExperimentStore & { keys(): string[] } {
   const path = (key: string) => join(dir, `${key}.json`);
   return {
     async get(key) {
@@ -37,7 +37,8 @@ export function fileStore(dir: string): ExperimentStore & { keys(): string[] } {
     },
     async put(key, value) {
       mkdirSync(dirname(path(key)), { recursive: true });
-      await writeFileAtomic(path(key), `${JSON.stringify(value, null, 1)}\n`);
+      const stamped = typeof value === 'object' && value !== null && !Array.isArray(value) ? { ...value, ...stamp } : value;
+      await writeFileAtomic(path(key), `${JSON.stringify(stamped, null, 1)}\n`);
     },
     keys() {
       const out: string[] = [];
@@ -80,7 +81,7 @@ export async function experimentRunCommand(o: ExperimentOptions): Promise<void> 
   const s = settingsFor(o);
   await ensureData(o, s);
   const rt = await openRuntime();
-  const store = fileStore(o.out);
+  const store = fileStore(o.out, { commit: commit() });
   const t0 = Date.now();
   const bar = new ProgressLine();
   let current = '';
@@ -123,8 +124,9 @@ export async function experimentReportCommand(o: ExperimentOptions): Promise<voi
   const timing = cache.get('timing') as { seconds: number } | undefined;
   const done = jobKeys(saved.settings, files.config.nLayer).filter((k) => cache.has(k)).length;
   const total = jobKeys(saved.settings, files.config.nLayer).length;
+  const commits = [...new Set([...cache.values()].map((v) => (v as { commit?: string } | null)?.commit).filter((c): c is string => typeof c === 'string'))];
   const md = renderExperimentsMd(results, reports, {
-    commit: commit(),
+    commit: commits.length ? commits.join(', ') : commit(),
     chartPath: (t) => relative(dirname(o.md), join(chartDir, `${t}.svg`)),
     command: `semfreeze experiment run${saved.settings.mode === 'quick' ? ' --quick' : ''} --out ${relative(packageRoot, o.out) || o.out}`,
     elapsed: `${timing ? formatEta(timing.seconds) : '?'} for ${done} of ${total} jobs`,
