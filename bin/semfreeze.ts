@@ -147,11 +147,12 @@ bench
   .option('--boundaries <list>', "'all' (none and 0..N) or a comma list such as none,0,6,12", 'all')
   .option('--rounds <n>', 'timed rounds (medians over them)', int('--rounds', 1), 5)
   .option('--cache-boundary', 'time the cached-boundary step (blocks K..N-1 only), as finetune --cache-boundary runs after its first epoch')
+  .option('--lora <R>', 'time LoRA (rank R, alpha 2R, every linear layer) on blocks K..N-1 at each boundary, against full fine-tuning (none)', int('--lora', 1))
   .option('--json', 'print the measurements as JSON')
   .option('--plot <file.svg>', 'draw ms/step and memory against the boundary, with the analytic lines')
   .option('--profile', 'also time one step per boundary dispatch by dispatch and print GPU ms by kernel family')
   .action(async (o) => {
-    await benchSavingsCommand({ model: o.model, batch: o.batch, seq: o.seq, boundaries: o.boundaries, rounds: o.rounds, cacheBoundary: o.cacheBoundary === true, json: o.json, plot: o.plot, profile: o.profile === true });
+    await benchSavingsCommand({ model: o.model, batch: o.batch, seq: o.seq, boundaries: o.boundaries, rounds: o.rounds, cacheBoundary: o.cacheBoundary === true, json: o.json, plot: o.plot, profile: o.profile === true, lora: o.lora });
   });
 
 // --- Real data and a base model of our own: corpora from npm packages, pretraining from scratch.

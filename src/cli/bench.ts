@@ -13,6 +13,7 @@ import { writeFileAtomic } from '../platform/node.ts';
 import { ProgressLine, UserError, printJson, progress } from './common.ts';
 import { loadModel } from './model.ts';
 import { fitTraining } from '../train/shapes.ts';
+import { LoraAdapters, initialLoraTensors, loraModules, loraTargetNames } from '../model/lora.ts';
 import { assertNotInput, assertWritableFile } from './paths.ts';
 
 export interface BenchSavingsOptions {
@@ -27,6 +28,8 @@ export interface BenchSavingsOptions {
   plot?: string;
   /** After the timed rounds, one step per boundary with a timestamp per dispatch: GPU ms by kernel family. */
   profile?: boolean;
+  /** Rank-R LoRA adapters (alpha 2R, every linear layer) on blocks K..N−1 at every boundary but 'none', which stays full fine-tuning (the reference). */
+  lora?: number;
 }
 
 /** GPU ms of one step's dispatches, summed by kernel family (file:entry). */
@@ -87,8 +90,8 @@ export function parseBoundaries(text: string, N: number): Boundary[] {
 }
 
 /** The analytic step FLOPs at K, without the frozen prefix's forward when its boundary is cached. */
-function analyticFlops(cfg: Parameters<typeof stepCost>[0], B: number, T: number, K: Boundary, cached: boolean): number {
-  return stepCost(cfg, B, T, K, { cachedBoundary: cached }).flops.total;
+function analyticFlops(cfg: Parameters<typeof stepCost>[0], B: number, T: number, K: Boundary, cached: boolean, lora?: { r: number }): number {
+  return stepCost(cfg, B, T, K, { cachedBoundary: cached, lora }).flops.total;
 }
 
 export async function benchSavingsCommand(o: BenchSavingsOptions): Promise<BoundaryMeasurement[]> {
@@ -101,8 +104,11 @@ export async function benchSavingsCommand(o: BenchSavingsOptions): Promise<Bound
   const N = cfg.nLayer;
   const T = o.seq ?? Math.min(128, cfg.nPositions);
   if (T > cfg.nPositions) throw new UserError(`--seq ${T} exceeds the model's context n_positions = ${cfg.nPositions}`);
-  const boundaries = parseBoundaries(o.boundaries, N);
+  const boundaries = parseBoundaries(o.boundaries, N).filter((K) => !(o.lora !== undefined && o.boundaries === 'all' && K === N));
   const cached = o.cacheBoundary === true;
+  // LoRA at each boundary K < N; 'none' stays full fine-tuning of the weights, the reference.
+  const loraAt = (K: Boundary) => (o.lora !== undefined && K !== 'none' ? { r: o.lora } : undefined);
+  if (o.lora !== undefined && boundaries.includes(N)) throw new UserError(`--lora: boundary ${N} freezes every block, there is nothing to adapt; leave it out of --boundaries`);
   const V = cfg.vocabSize;
   const ids = Array.from({ length: o.batch * T }, (_, i) => (i * 7919) % V);
   const targets = Array.from({ length: o.batch * T }, (_, i) => (i * 104729 + 1) % V);
@@ -117,7 +123,10 @@ export async function benchSavingsCommand(o: BenchSavingsOptions): Promise<Bound
     const fit = fitTraining(rt, cfg, { B: o.batch, T, accum: 1, freeze }, (line) => progress(line));
     if (fit.accum !== 1) throw new UserError(`--batch ${o.batch} does not fit this adapter at --seq ${T}; use --batch ${fit.B}`);
     const before = rt.memory.liveBytes;
-    const graph = await TrainingGraph.build(rt, weights, { B: o.batch, T, freeze, accum: 1, cachedBoundary: cached && freeze !== null }, { kind: 'adamw' });
+    const l = loraAt(K);
+    const settings = l ? { r: l.r, alpha: 2 * l.r, targets: loraTargetNames(cfg) } : null;
+    const lora = settings ? LoraAdapters.upload(rt, cfg, settings, freeze!, initialLoraTensors(loraModules(cfg, settings, freeze!), l!.r, 1)) : undefined;
+    const graph = await TrainingGraph.build(rt, weights, { B: o.batch, T, freeze, accum: 1, cachedBoundary: cached && freeze !== null, lora }, { kind: 'adamw' });
     graph.setBatch(ids, targets);
     if (cached && freeze !== null) {
       // A realistic boundary state: the prefix's output on the same batch.
@@ -131,7 +140,7 @@ export async function benchSavingsCommand(o: BenchSavingsOptions): Promise<Bound
     graph.optimizer.setStep(1, 0, { accumulation: 1, maxGradNorm: 0 }); // lr 0: the weights stay put
     graphs.push({ K, graph, bytes: rt.memory.liveBytes - before, items: [...graph.zeroItems, ...graph.microItems[0]!, ...graph.updateItems] });
   }
-  if (!o.json) progress(`bench savings: ${graphs.length} boundaries × ${o.rounds} rounds at B ${o.batch}, T ${T}${cached ? ', boundary cached' : ''}; GPU memory beyond the weights: ${((rt.memory.liveBytes - base) / 2 ** 20).toFixed(1)} MiB for all graphs`);
+  if (!o.json) progress(`bench savings: ${graphs.length} boundaries × ${o.rounds} rounds at B ${o.batch}, T ${T}${cached ? ', boundary cached' : ''}${o.lora !== undefined ? `, LoRA r ${o.lora} at every boundary but none` : ''}; GPU memory beyond the weights: ${((rt.memory.liveBytes - base) / 2 ** 20).toFixed(1)} MiB for all graphs`);
 
   const wall = new Map<Boundary, number[]>(boundaries.map((K) => [K, []]));
   const gpu = new Map<Boundary, number[]>(boundaries.map((K) => [K, []]));
@@ -164,7 +173,7 @@ export async function benchSavingsCommand(o: BenchSavingsOptions): Promise<Bound
   const rows: BoundaryMeasurement[] = graphs.map(({ K, bytes }) => {
     const w = median(wall.get(K)!);
     const g = gpu.get(K)!.length ? median(gpu.get(K)!) : null;
-    const flops = analyticFlops(cfg, o.batch, T, K, cached);
+    const flops = analyticFlops(cfg, o.batch, T, K, cached, loraAt(K));
     const analyticSaving = K === 'none' ? null : 1 - flops / fullFlops;
     const measuredSaving = K === 'none' ? null : 1 - w / fullWall;
     return {
@@ -173,7 +182,7 @@ export async function benchSavingsCommand(o: BenchSavingsOptions): Promise<Bound
       gpuMs: g,
       gpuBytes: bytes,
       analyticFlops: flops,
-      analyticBytes: stepCost(cfg, o.batch, T, K).memory.totalBytes,
+      analyticBytes: stepCost(cfg, o.batch, T, K, { lora: loraAt(K) }).memory.totalBytes,
       measuredSaving,
       measuredGpuSaving: K === 'none' || g === null || fullGpu === null ? null : 1 - g / fullGpu,
       analyticSaving,
@@ -202,7 +211,7 @@ export async function benchSavingsCommand(o: BenchSavingsOptions): Promise<Bound
     if (!o.json) progress(`wrote ${o.plot}`);
   }
 
-  if (o.json) printJson({ model: o.model, batch: o.batch, seq: T, rounds: o.rounds, cacheBoundary: cached, adapter: rt.gpu.info, rows });
+  if (o.json) printJson({ model: o.model, batch: o.batch, seq: T, rounds: o.rounds, cacheBoundary: cached, ...(o.lora !== undefined ? { lora: o.lora } : {}), adapter: rt.gpu.info, rows });
   else {
     const pct = (x: number | null) => (x === null ? '-' : `${(100 * x).toFixed(1)}%`);
     const lines = ['boundary  wall ms  GPU ms  GPU MiB  saving (wall / GPU / analytic)  measured/analytic'];
