@@ -86,4 +86,31 @@ if (at) {
   }
   p();
 }
+// `semfreeze bench savings --json` on the shipped base model: uncached and with the boundary cache.
+for (const [f, title] of [['savings-base.json', 'every boundary'], ['savings-base-cached.json', 'with the boundary activation cache (`--cache-boundary`)']] as const) {
+  const sv = read(f);
+  if (!sv) continue;
+  const none = sv.rows.find((r: { boundary: unknown }) => r.boundary === 'none');
+  p(`## Savings on the shipped base model, ${title} (\`semfreeze bench savings\`)`);
+  p();
+  p(`${sv.machine ? machineLine(sv.machine) : `adapter ${sv.adapter.vendor} / ${sv.adapter.architecture} (${sv.adapter.description})`}. ${sv.date ? sv.date.slice(0, 10) : ''}. \`${sv.command ?? 'semfreeze bench savings'}\`: ${sv.model}, B=${sv.batch}, T=${sv.seq}, AdamW; median of ${sv.rounds} rounds with the boundaries' order rotated each round. Wall time covers encoding, submit and the wait; GPU time is between timestamps.`);
+  p();
+  p('| --freeze | wall ms | GPU ms | wall / GPU | GPU MiB | step saving (wall) | analytic | measured / analytic | step cost measured / analytic |');
+  p('| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |');
+  for (const r of sv.rows) {
+    const costRatio = (r.wallMs / none.wallMs) / (r.analyticFlops / none.analyticFlops);
+    p(`| ${r.boundary} | ${r.wallMs.toFixed(0)} | ${r.gpuMs === null ? '–' : r.gpuMs.toFixed(0)} | ${r.gpuMs ? (r.wallMs / r.gpuMs).toFixed(3) : '–'} | ${mib(r.gpuBytes)} | ${pct(r.measuredSaving)} | ${pct(r.analyticSaving)} | ${r.ratio === null ? '–' : `${(100 * r.ratio).toFixed(0)}%`} | ${costRatio.toFixed(2)} |`);
+  }
+  p();
+  const prof = none.profile as { kernel: string; dispatches: number; ms: number }[] | undefined;
+  if (prof) {
+    const total = prof.reduce((a, x) => a + x.ms, 0);
+    p(`GPU time of one full fine-tuning step by kernel family (\`--profile\`: each dispatch its own timed pass, so the total, ${total.toFixed(0)} ms, is above the step's):`);
+    p();
+    p('| kernel | dispatches | ms | share |');
+    p('| --- | ---: | ---: | ---: |');
+    for (const x of prof.slice(0, 12)) p(`| ${x.kernel} | ${x.dispatches} | ${x.ms.toFixed(1)} | ${pct(x.ms / total)} |`);
+    p();
+  }
+}
 process.stdout.write(`${out.join('\n')}\n`);

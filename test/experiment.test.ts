@@ -10,7 +10,7 @@ import { experimentRunCommand, fileStore } from '../src/cli/experiment.ts';
 import { boundaryKey, QUICK_SETTINGS, type ExperimentSettings } from '../src/experiment/experiment.ts';
 import { autoFreezeBoundary, autoRgnBoundary, kneeBoundary, salfChoices } from '../src/experiment/methods.ts';
 import { evenIndices, macroF1 } from '../src/experiment/quality.ts';
-import { DEFAULT_SALF, taskReport, renderExperimentsMd, renderTaskSvg, type StoredResults } from '../src/experiment/report.ts';
+import { DEFAULT_SALF, g2Transfer, regretAt, taskReport, renderExperimentsMd, renderTaskSvg, type StoredResults } from '../src/experiment/report.ts';
 import { splitValidation } from '../src/experiment/tasks.ts';
 import { packageRoot } from '../src/platform/node.ts';
 import { fixture } from './util/fixtures.ts';
@@ -91,7 +91,14 @@ describe('the report on hand-made results', () => {
     expect(salf.mean).toBeCloseTo(r.oracle.find((o) => o.boundary === K)!.mean, 12);
     expect(r.verdict.join('\n')).toContain(`picks --freeze ${K}`);
     expect(r.verdict[0]).toContain('--freeze 1');
-    const md = renderExperimentsMd(results, [r], { commit: 'abc', chartPath: () => 'charts/spam.svg', command: 'x' });
+    // g2's constants fitted on this task's oracle: never worse there than the defaults.
+    const g = g2Transfer(cfg, [r], 'spam', settings)!;
+    expect(g.candidates).toBeGreaterThan(100);
+    expect(g.tasks[0]!.fitted.regret!).toBeLessThanOrEqual(g.tasks[0]!.defaults.regret!);
+    expect(regretAt(r, g.tasks[0]!.fitted.K)).toBe(g.tasks[0]!.fitted.regret);
+    const md = renderExperimentsMd(results, [r], { commit: 'abc', chartPath: () => 'charts/spam.svg', command: 'x', g2: g });
+    expect(md).toContain("g2's constants: fitted on spam");
+    expect(md).toMatch(/\| fixed half \(K = 1\) \| 0\.0000 \| 40% \|/);
     expect(md).toMatch(/\| 1 \| 0\.8550 ± 0\.0071 \| 0\.8500, 0\.8600 \| 60% \|/);
     expect(renderTaskSvg(r)).toMatch(/^<svg[\s\S]*oracle \(mean ± sd over seeds\)[\s\S]*<\/svg>\n$/);
   });

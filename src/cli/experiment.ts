@@ -5,7 +5,7 @@ import { spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync, readdirSync } from 'node:fs';
 import { dirname, join, relative } from 'node:path';
 import { runExperiment, FULL_SETTINGS, QUICK_SETTINGS, jobKeys, type ExperimentSettings, type ExperimentStore } from '../experiment/experiment.ts';
-import { renderExperimentsMd, renderTaskSvg, taskReport, type StoredResults } from '../experiment/report.ts';
+import { g2Transfer, renderExperimentsMd, renderTaskSvg, taskReport, type StoredResults } from '../experiment/report.ts';
 import { TASKS, TASK_NAMES, type TaskName } from '../experiment/tasks.ts';
 import { readModelDir } from '../model/weights.ts';
 import { nodePlatform, packageRoot, writeFileAtomic } from '../platform/node.ts';
@@ -130,6 +130,8 @@ export async function experimentReportCommand(o: ExperimentOptions): Promise<voi
     chartPath: (t) => relative(dirname(o.md), join(chartDir, `${t}.svg`)),
     command: `semfreeze experiment run${saved.settings.mode === 'quick' ? ' --quick' : ''} --out ${relative(packageRoot, o.out) || o.out}`,
     elapsed: `${timing ? formatEta(timing.seconds) : '?'} for ${done} of ${total} jobs`,
+    // Fitted on the code task (its oracle), tested on the classification tasks.
+    g2: g2Transfer(files.config, reports, saved.settings.tasks[0]!, saved.settings),
   });
   await writeFileAtomic(o.md, md);
   if (o.json) printJson({ settings: saved.settings, jobs: { done, total }, reports });

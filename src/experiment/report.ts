@@ -3,7 +3,8 @@
 // the best boundary at equal or lower backward cost) and its saving, an SVG chart per task, and a plain
 // verdict. A difference smaller than the seeds' spread is called a tie, never a win.
 import type { Boundary } from '../analysis/cost.ts';
-import { DEFAULT_GAIN_STRATEGY } from '../analysis/gain.ts';
+import { DEFAULT_GAIN_STRATEGY, G2_DEFAULTS, type G2Params } from '../analysis/gain.ts';
+import { buildReport } from '../analysis/report.ts';
 import type { ModelConfig } from '../model/config.ts';
 import { ticks } from '../util/linechart.ts';
 import { boundariesFor, boundaryKey, type AnalysisRecord, type ExperimentSettings, type ProbeRecord } from './experiment.ts';
@@ -45,6 +46,9 @@ export interface TaskReport {
   spread: number;
   verdict: string[];
   complete: boolean;
+  /** The analyses' D_0..D_N by deviation metric, and the data size g2 uses. */
+  deviations: Record<string, number[]>;
+  dataSize: number;
 }
 
 const mean = (xs: number[]) => xs.reduce((a, b) => a + b, 0) / xs.length;
@@ -124,9 +128,56 @@ export function taskReport(r: StoredResults, task: TaskName): TaskReport {
     methods.push({ ...c, mean: m, sd: sd(scores), cost, regret: curveAtCost(cost) - m, saving: 1 - cost });
   }
   const spread = oracle.length ? Math.max(...oracle.map((o) => o.sd)) : 0;
-  const rep: TaskReport = { task, lr, chosenLr, oracle, methods, spread, verdict: [], complete };
+  const rep: TaskReport = { task, lr, chosenLr, oracle, methods, spread, verdict: [], complete, deviations: analyses, dataSize };
   rep.verdict = verdict(rep);
   return rep;
+}
+
+/** Regret of fine-tuning at K on a task's oracle (null when K was not run). */
+export function regretAt(t: TaskReport, K: Boundary): number | null {
+  const o = t.oracle.find((x) => x.boundary === K);
+  if (!o) return null;
+  const ok = t.oracle.filter((x) => x.backwardFraction <= o.backwardFraction + 1e-9);
+  return Math.max(...ok.map((x) => x.mean)) - o.mean;
+}
+
+export interface G2Transfer {
+  fitTask: TaskName;
+  params: G2Params;
+  candidates: number;
+  /** Per task: K and regret with the fitted constants and with the shipped defaults. */
+  tasks: { task: TaskName; fitted: { K: number; regret: number | null }; defaults: { K: number; regret: number | null } }[];
+}
+
+/**
+ * g2's constants fitted on one task's oracle (the grid point of lowest regret there; the shipped
+ * defaults come first, so they win ties) and tested on the other tasks, cosine deviations throughout.
+ */
+export function g2Transfer(cfg: ModelConfig, reports: TaskReport[], fitTask: TaskName, settings: { batch: number; seq: number }): G2Transfer | null {
+  const usable = reports.filter((t) => t.deviations.cosine && t.oracle.length > 1);
+  const fit = usable.find((t) => t.task === fitTask);
+  if (!fit) return null;
+  const grid: G2Params[] = [{ ...G2_DEFAULTS }];
+  for (const A of [0.25, 0.5, 1, 2, 4]) for (const alpha of [0.05, 0.1, 0.2, 0.4]) for (const beta of [0.05, 0.1, 0.2]) for (const E of [0, 0.1, 0.2]) grid.push({ A, alpha, beta, E });
+  const boundaryWith = (t: TaskReport, params: G2Params) =>
+    buildReport({ deviations: t.deviations.cosine!, strategy: 'g2', gainContext: { config: cfg, dataSize: t.dataSize, params: { ...params } }, cost: { config: cfg, batch: settings.batch, seqLen: settings.seq } }).boundary.freeze;
+  let best = grid[0]!;
+  let bestRegret = Infinity;
+  for (const params of grid) {
+    const r = regretAt(fit, boundaryWith(fit, params));
+    if (r !== null && r < bestRegret - 1e-12) {
+      bestRegret = r;
+      best = params;
+    }
+  }
+  return {
+    fitTask, params: best, candidates: grid.length,
+    tasks: usable.map((t) => {
+      const kf = boundaryWith(t, best);
+      const kd = boundaryWith(t, { ...G2_DEFAULTS });
+      return { task: t.task, fitted: { K: kf, regret: regretAt(t, kf) }, defaults: { K: kd, regret: regretAt(t, kd) } };
+    }),
+  };
 }
 
 /** The SALF configuration the project ships as its default. */
@@ -212,7 +263,7 @@ export function renderTaskSvg(t: TaskReport): string {
 const pct = (x: number) => `${(100 * x).toFixed(0)}%`;
 
 /** The markdown for all tasks (charts referenced by file name). */
-export function renderExperimentsMd(r: StoredResults, reports: TaskReport[], meta: { commit: string; chartPath: (task: TaskName) => string; command: string; elapsed?: string }): string {
+export function renderExperimentsMd(r: StoredResults, reports: TaskReport[], meta: { commit: string; chartPath: (task: TaskName) => string; command: string; elapsed?: string; g2?: G2Transfer | null }): string {
   const s = r.settings;
   const L: string[] = [];
   L.push('# Experiments: does SALF\'s choice hold up?', '');
@@ -237,6 +288,26 @@ export function renderExperimentsMd(r: StoredResults, reports: TaskReport[], met
       const K = m.perSeed ? Object.values(m.perSeed).join('/') : String(m.boundary);
       L.push(`| ${m.method === DEFAULT_SALF ? `**${m.method}** (default)` : m.method}${m.note ? ` (${m.note})` : ''} | ${K} | ${q(m.mean)} | ${pct(m.cost)} | ${pct(m.saving)} | ${(lm ? m.regret : m.regret).toFixed(4)} |`);
     }
+    L.push('');
+  }
+  L.push('## Across tasks', '');
+  const salfNames = [...new Set(reports.flatMap((t) => t.methods.filter((m) => m.kind === 'salf').map((m) => m.method)))];
+  const baseNames = [...new Set(reports.flatMap((t) => t.methods.filter((m) => m.kind === 'baseline').map((m) => m.method)))];
+  L.push('Mean regret and saving over the tasks that have the method (lower regret is better; regret units differ between the loss task and the F1 tasks, so read the per-task tables for magnitudes).', '');
+  L.push(`| method | ${reports.map((t) => `${t.task} regret`).join(' | ')} | mean saving |`, `| --- | ${reports.map(() => '---:').join(' | ')} | ---: |`);
+  for (const name of [...baseNames, ...salfNames]) {
+    const rows = reports.map((t) => t.methods.find((m) => m.method === name));
+    const have = rows.filter((m): m is MethodRow => m !== undefined);
+    if (have.length === 0) continue;
+    L.push(`| ${name === DEFAULT_SALF ? `**${name}** (default)` : name} | ${rows.map((m) => (m ? m.regret.toFixed(4) : '–')).join(' | ')} | ${pct(mean(have.map((m) => m.saving)))} |`);
+  }
+  L.push('');
+  if (meta.g2) {
+    const g = meta.g2;
+    L.push(`### g2's constants: fitted on ${g.fitTask}, tested on the others`, '');
+    L.push(`Grid of ${g.candidates} candidates (A, α, β, E), cosine deviations; the lowest regret on ${g.fitTask}'s oracle wins (the shipped defaults A = ${G2_DEFAULTS.A}, α = ${G2_DEFAULTS.alpha}, β = ${G2_DEFAULTS.beta}, E = ${G2_DEFAULTS.E} first, so they win ties). Fitted: A = ${g.params.A}, α = ${g.params.alpha}, β = ${g.params.beta}, E = ${g.params.E}.`, '');
+    L.push('| task | role | --freeze (fitted) | regret (fitted) | --freeze (defaults) | regret (defaults) |', '| --- | --- | ---: | ---: | ---: | ---: |');
+    for (const t of g.tasks) L.push(`| ${t.task} | ${t.task === g.fitTask ? 'fit' : 'test'} | ${t.fitted.K} | ${t.fitted.regret?.toFixed(4) ?? '–'} | ${t.defaults.K} | ${t.defaults.regret?.toFixed(4) ?? '–'} |`);
     L.push('');
   }
   return `${L.join('\n')}\n`;
