@@ -128,7 +128,7 @@ describe.each(CASES)('finetune --lora on $name (--freeze $freeze, targets $targe
 describe('finetune --lora: resume and errors (gpt2-odd)', () => {
   const f = fixture('gpt2-odd');
 
-  it('2 steps, then --resume to 4, gives the adapters and optimizer state of 4 steps straight', async () => {
+  it('2 steps, then --resume to 4, gives the adapters and optimizer state of 4 steps straight; so does --cache-boundary', async () => {
     const straight = join(tmp, 'resume-straight');
     const split = join(tmp, 'resume-split');
     await finetuneCommand(opts(f, { out: straight, steps: 4, lora: 3, loraAlpha: 5, schedule: 'constant' }));
@@ -137,6 +137,10 @@ describe('finetune --lora: resume and errors (gpt2-odd)', () => {
     for (const file of ['adapter_model.safetensors', 'optimizer.safetensors']) {
       expect(Buffer.compare(readFileSync(join(straight, file)), readFileSync(join(split, file))), file).toBe(0);
     }
+    // The boundary cache (f32) trains the same adapters bit for bit.
+    const cached = join(tmp, 'resume-cached');
+    await finetuneCommand(opts(f, { out: cached, steps: 4, lora: 3, loraAlpha: 5, schedule: 'constant', cacheBoundary: 'memory' }));
+    expect(Buffer.compare(readFileSync(join(straight, 'adapter_model.safetensors')), readFileSync(join(cached, 'adapter_model.safetensors'))), '--cache-boundary memory').toBe(0);
     // Resuming a LoRA run without --lora takes the saved run's settings (as --batch and the rest).
     await finetuneCommand(opts(f, { out: split, steps: 5, schedule: 'constant', resume: split }));
     expect(JSON.parse(readFileSync(join(split, 'train-state.json'), 'utf8')).lora).toMatchObject({ r: 3, alpha: 5 });
