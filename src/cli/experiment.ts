@@ -81,8 +81,17 @@ export async function experimentRunCommand(o: ExperimentOptions): Promise<void> 
   const s = settingsFor(o);
   await ensureData(o, s);
   const rt = await openRuntime();
-  const store = fileStore(o.out, { commit: commit() });
+  const files = fileStore(o.out, { commit: commit() });
   const t0 = Date.now();
+  // Machine time accumulates over resumed runs, written with every finished job (a run may be killed).
+  const before = ((await files.get('timing')) as { seconds: number } | null)?.seconds ?? 0;
+  const store: ExperimentStore = {
+    get: (key) => files.get(key),
+    put: async (key, value) => {
+      await files.put(key, value);
+      if (key !== 'settings') await files.put('timing', { seconds: before + (Date.now() - t0) / 1000 });
+    },
+  };
   const bar = new ProgressLine();
   let current = '';
   let jobStart = Date.now();
@@ -102,9 +111,7 @@ export async function experimentRunCommand(o: ExperimentOptions): Promise<void> 
   });
   bar.done();
   const seconds = (Date.now() - t0) / 1000;
-  const timing = await store.get('timing') as { seconds: number } | null;
-  const total = (timing?.seconds ?? 0) + seconds;
-  if (res.ran > 0) await store.put('timing', { seconds: total });
+  const total = before + (res.ran > 0 ? seconds : 0);
   progress(`ran ${res.ran} job(s), ${res.skipped} already done; ${formatEta(seconds)} this time, ${formatEta(total)} in all`);
   await experimentReportCommand(o);
 }
