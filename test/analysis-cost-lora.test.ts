@@ -84,6 +84,37 @@ describe('cost model under LoRA: hand count (r 2)', () => {
     expect(r.flops.backwardDW).toBe(384 + 128);
   });
 
+  // Block 1 is the lowest: of its dX chain only what its adapters read is paid.
+  it('mlp.c_fc only: down dX and the GELU backward, nothing of the attention half, no dx of c_fc', () => {
+    const r = stepCost(cfg, 1, 4, 1, { lora: { r: 2, targets: ['mlp.c_fc'] } });
+    expect(r.flops.forward).toBe(baseForward + fwdFc);
+    // fc proj dX 2·M·F·C 2048 + GELU backward 18·M·F 2304; c_fc's du 2·M·32·2 512 + scale 8.
+    expect(r.flops.backwardDX).toBe(top + 2048 + 2304 + 512 + 8);
+    expect(r.flops.backwardDW).toBe(512 + 128);
+    const names = costTerms(cfg, 1, 4, 1, { lora: { r: 2, targets: ['mlp.c_fc'] } }).map((t) => t.name);
+    for (const absent of ['block1.fc.dX', 'block1.ln2.dX', 'block1.attproj.dX', 'block1.attn.dQ']) expect(names, absent).not.toContain(absent);
+  });
+
+  it('mlp.c_proj only: none of the chain, only its own du', () => {
+    const r = stepCost(cfg, 1, 4, 1, { lora: { r: 2, targets: ['mlp.c_proj'] } });
+    // du = dy·B 2·M·8·2 = 128, scale 8.
+    expect(r.flops.backwardDX).toBe(top + 128 + 8);
+    expect(r.flops.backwardDW).toBe(128 + 512);
+  });
+
+  it('attn.c_proj only: the MLP chain and ln2 dX, no attention backward, no dx of c_proj', () => {
+    const r = stepCost(cfg, 1, 4, 1, { lora: { r: 2, targets: ['attn.c_proj'] } });
+    // fc proj dX 2048 + GELU 2304 + fc dX 2048 + ln2 dX 320 + merge 32; c_proj's du 128 + scale 8.
+    expect(r.flops.backwardDX).toBe(top + 2048 + 2304 + 2048 + 320 + 32 + 128 + 8);
+    expect(r.flops.backwardDW).toBe(128 + 128);
+  });
+
+  it('a block above the lowest always pays its whole dX chain', () => {
+    // K = 0, mlp.c_proj only: block 1 pays chainFull (9892) and c_proj's dx; block 0 only c_proj's du.
+    const r = stepCost(cfg, 1, 4, 0, { lora: { r: 2, targets: ['mlp.c_proj'] } });
+    expect(r.flops.backwardDX).toBe(top + chainFull + (128 + 8 + 512 + 128) + (128 + 8));
+  });
+
   it('ratios are against full fine-tuning of the weights', () => {
     const full = stepCost(cfg, 1, 4, 'none');
     const r = stepCost(cfg, 1, 4, 1, { lora });

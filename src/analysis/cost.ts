@@ -91,7 +91,11 @@
 //    through blocks N−1..K (the dX chain the adapters need), attention and rotary backward included;
 //    no base dW, bias, norm, head or embedding gradient at all; the head's dX 2·M·V·C is paid;
 //  - the lowest trainable block needs no d(ln1 out) (ln1 does not train), so its q/k/v (GPT-2: qkv)
-//    base dX products, their adapters' dx and ln1's dX are skipped (the training graph skips them);
+//    base dX products, their adapters' dx and ln1's dX are skipped, and of the rest of its dX chain
+//    only what its own adapters read (src/model/lora.ts loraChainNeeds; the training graph skips the
+//    same): the output projection's dX and the attention/rotary backward only for q/k/v adapters; the
+//    MLP norm's dX, its merge and the up projections' dX only for attention adapters; down's dX and
+//    the activation backward only for those or gate/up adapters;
 //  - optimizer: AdamW 16 per adapter parameter; trainable parameters Σ r·(in + out);
 //  - memory: weights = every base parameter plus the adapters; gradients 1 and AdamW state 2 floats per
 //    adapter parameter; stored activations as at boundary K (lnf out not stored: the head does not
@@ -100,7 +104,7 @@
 
 import { headSize, kvHeads, type ModelConfig } from '../model/config.ts';
 import { modelSpec, type NormKind, type ProjSpec } from '../model/spec.ts';
-import { loraModules, loraTargetNames } from '../model/lora.ts';
+import { loraChainNeeds, loraModules, loraTargetNames } from '../model/lora.ts';
 import { AnalysisError } from './types.ts';
 
 export const FLOP_CONSTANTS = {
@@ -458,8 +462,10 @@ export function costTerms(cfg: ModelConfig, B: number, T: number, K: Boundary, o
     const pairs = pairsOf(l);
     const hd = at.headDim;
     const needsInputDX = none || l > lowest;
-    // LoRA at the lowest block: ln1 does not train, so nothing needs d(ln1 out).
+    // LoRA at the lowest block: ln1 does not train, so nothing needs d(ln1 out), and only the parts of
+    // the dX chain the block's own adapters read are paid (loraChainNeeds, as the training graph).
     const needsLn1DX = !lora || needsInputDX;
+    const need = lora && !needsInputDX ? loraChainNeeds((w) => adapted.has(w), bl) : { qkv: true, attn: true, up: true };
     const projBwd = (n: string, p: ProjSpec, needDX = true) => {
       if (needDX) add(`${b}.${n}.dX`, 'backwardDX', 2 * M * p.outputs * p.inputs);
       if (!lora) {
@@ -479,22 +485,30 @@ export function costTerms(cfg: ModelConfig, B: number, T: number, K: Boundary, o
       normDW(n, kind);
     };
     if (bl.mlp.postNorm) postNormBwd('mlp.postnorm', bl.mlp.postNorm.kind);
-    projBwd(nm.down.n, nm.down.p);
-    add(`${b}.${nm.act}.dX`, 'backwardDX', gluBwd[ml.kind] * M * F);
-    for (const { p, n } of nm.up) projBwd(n, p);
-    add(`${b}.ln2.dX`, 'backwardDX', normFlops(bl.mlp.norm.kind).dX * M * C);
+    projBwd(nm.down.n, nm.down.p, need.up);
+    if (need.up) {
+      add(`${b}.${nm.act}.dX`, 'backwardDX', gluBwd[ml.kind] * M * F);
+      for (const { p, n } of nm.up) projBwd(n, p, need.attn);
+    }
+    if (need.attn) {
+      add(`${b}.ln2.dX`, 'backwardDX', normFlops(bl.mlp.norm.kind).dX * M * C);
+      add(`${b}.residual1.merge`, 'backwardDX', M * C);
+    }
     normDW('ln2', bl.mlp.norm.kind);
-    add(`${b}.residual1.merge`, 'backwardDX', M * C);
-    if (bl.attention.postNorm) postNormBwd('attn.postnorm', bl.attention.postNorm.kind);
-    projBwd(nm.o.n, nm.o.p);
-    add(`${b}.attn.dP`, 'backwardDX', 2 * pairs * hd);
-    add(`${b}.attn.dV`, 'backwardDX', 2 * pairs * hd);
-    add(`${b}.attn.softmax.dX`, 'backwardDX', (K0.softmaxBwd + K0.attnScale) * pairs);
-    if (at.softcap > 0) add(`${b}.attn.softcap.dX`, 'backwardDX', K0.attnSoftcapBwd * pairs);
-    add(`${b}.attn.dQ`, 'backwardDX', 2 * pairs * hd);
-    add(`${b}.attn.dK`, 'backwardDX', 2 * pairs * hd);
-    if (at.rope) add(`${b}.rope.dX`, 'backwardDX', K0.ropeBwd * M * (at.nHead + at.nKvHead) * hd);
-    for (const { p, n } of nm.qkv) projBwd(n, p, needsLn1DX);
+    if (need.attn) {
+      if (bl.attention.postNorm) postNormBwd('attn.postnorm', bl.attention.postNorm.kind);
+      projBwd(nm.o.n, nm.o.p, need.qkv);
+    }
+    if (need.qkv) {
+      add(`${b}.attn.dP`, 'backwardDX', 2 * pairs * hd);
+      add(`${b}.attn.dV`, 'backwardDX', 2 * pairs * hd);
+      add(`${b}.attn.softmax.dX`, 'backwardDX', (K0.softmaxBwd + K0.attnScale) * pairs);
+      if (at.softcap > 0) add(`${b}.attn.softcap.dX`, 'backwardDX', K0.attnSoftcapBwd * pairs);
+      add(`${b}.attn.dQ`, 'backwardDX', 2 * pairs * hd);
+      add(`${b}.attn.dK`, 'backwardDX', 2 * pairs * hd);
+      if (at.rope) add(`${b}.rope.dX`, 'backwardDX', K0.ropeBwd * M * (at.nHead + at.nKvHead) * hd);
+      for (const { p, n } of nm.qkv) projBwd(n, p, needsLn1DX);
+    }
     normDW('ln1', bl.attention.norm.kind);
     if (needsInputDX) {
       add(`${b}.ln1.dX`, 'backwardDX', normFlops(bl.attention.norm.kind).dX * M * C);

@@ -18,7 +18,7 @@ import { mulberry32 } from '../util/random.ts';
 import { UserError } from '../util/errors.ts';
 import type { ModelConfig } from './config.ts';
 import { hfPrefix } from './params.ts';
-import { modelSpec, type ProjSpec } from './spec.ts';
+import { modelSpec, type BlockSpec, type ProjSpec } from './spec.ts';
 
 export interface LoraSettings {
   /** Rank r ≥ 1. */
@@ -94,6 +94,22 @@ export function loraModules(cfg: ModelConfig, settings: LoraSettings, fromBlock:
     }
   }
   return out;
+}
+
+/**
+ * LoRA at the lowest trainable block (nothing below needs its input gradient): which parts of its dX
+ * chain its own adapters need. `qkv`: the output projection's dX, the attention and rotary backward
+ * (d of the q/k/v row), only for q/k/v adapters; `attn`: the gradient reaching the attention half
+ * (the MLP's up-projection dX and norm dX), for any attention adapter; `up`: the MLP's hidden
+ * gradient (down's dX and the activation backward), for gate/up adapters or the attention half.
+ * The training graph builds, and the cost model counts, exactly these.
+ */
+export function loraChainNeeds(adapted: (weight: string) => boolean, bl: BlockSpec): { qkv: boolean; attn: boolean; up: boolean } {
+  const has = (ps: ProjSpec[]) => ps.some((p) => adapted(p.weight));
+  const qkv = has(bl.attention.body.qkv);
+  const attn = qkv || has([bl.attention.body.o]);
+  const up = attn || has(bl.mlp.body.up);
+  return { qkv, attn, up };
 }
 
 /** Checks r and alpha (CLI text already parsed to numbers). */

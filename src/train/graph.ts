@@ -31,7 +31,7 @@ import { decays, isTrainable, type ParamSpec } from '../model/params.ts';
 import type { NormSpec, ProjSpec } from '../model/spec.ts';
 import type { GpuWeights } from '../model/weights.ts';
 import { Optimizer, type OptimizerOptions, type TrainableTensor } from './optimizer.ts';
-import type { LoraAdapters } from '../model/lora.ts';
+import { loraChainNeeds, type LoraAdapters } from '../model/lora.ts';
 import { loraBackward } from '../ops/lora.ts';
 import { layernormBackwardDx } from '../ops/layernorm.ts';
 import { rmsnormBackwardDx } from '../ops/rmsnorm.ts';
@@ -266,36 +266,45 @@ export class TrainingGraph {
       for (let l = N - 1; l >= K; l--) {
         const a = f.acts[l - K]!;
         const bl = spec.blocks[l]!;
-        // MLP half: resOut = res2 + [post](down(act(up(norm(res2))))).
+        const at = bl.attention;
         const ml = bl.mlp;
+        // Truncation: the boundary block's input gradient is never computed.
+        const needInputGrad = l > K || embeddingsTrain;
+        // LoRA at block K: only what the block's own adapters need. The first norm does not train, so
+        // nothing needs dln1; the attention backward only feeds q/k/v adapters; the MLP's input
+        // gradient only feeds the attention half's adapters (see loraChainNeeds).
+        const need = lora && !needInputGrad ? loraChainNeeds((w) => lora.get(w) !== undefined, bl) : { qkv: true, attn: true, up: true };
+        // MLP half: resOut = res2 + [post](down(act(up(norm(res2))))).
         let dy = s.dres;
         if (ml.postNorm) {
           push(await this.normBackward(ml.postNorm, s.dres, a.mlpOut!, a.mlpPostStats!, s.dproj!, false));
           dy = s.dproj!;
         }
-        push(await this.projBackward(ml.body.down, a.act, dy, C, s.dact, false));
-        if (ml.body.kind === 'gelu') push(await geluBackward(rt, { n: rows * H, dout: s.dact, inp: a.up, dinp: s.dup }));
-        else push(await gluBackward(rt, { act: ml.body.kind === 'swiglu' ? 'silu' : 'gelu_tanh', rows, H, inp: { fused: a.up }, dout: s.dact, grad: { fused: s.dup } }));
-        for (const [i, p] of ml.body.up.entries()) push(await this.projBackward(p, a.ln2, s.dup, spec.upWidth, s.dln, i > 0));
+        push(await this.projBackward(ml.body.down, a.act, dy, C, need.up ? s.dact : null, false));
+        if (need.up) {
+          if (ml.body.kind === 'gelu') push(await geluBackward(rt, { n: rows * H, dout: s.dact, inp: a.up, dinp: s.dup }));
+          else push(await gluBackward(rt, { act: ml.body.kind === 'swiglu' ? 'silu' : 'gelu_tanh', rows, H, inp: { fused: a.up }, dout: s.dact, grad: { fused: s.dup } }));
+          for (const [i, p] of ml.body.up.entries()) push(await this.projBackward(p, a.ln2, s.dup, spec.upWidth, need.attn ? s.dln : null, i > 0));
+        }
         // The residual stream's gradient gains the MLP norm's input gradient.
-        push(await this.normBackward(ml.norm, s.dln, a.res2, a.ln2Stats, s.dres, true));
+        if (need.attn) push(await this.normBackward(ml.norm, s.dln, a.res2, a.ln2Stats, s.dres, true));
 
         // Attention half: res2 = resIn + [post](o(attention(rope(qkv(norm(resIn)))))).
-        const at = bl.attention;
-        dy = s.dres;
-        if (at.postNorm) {
-          push(await this.normBackward(at.postNorm, s.dres, a.attnOut!, a.attnPostStats!, s.dproj!, false));
-          dy = s.dproj!;
+        if (need.attn) {
+          dy = s.dres;
+          if (at.postNorm) {
+            push(await this.normBackward(at.postNorm, s.dres, a.attnOut!, a.attnPostStats!, s.dproj!, false));
+            dy = s.dproj!;
+          }
+          push(await this.projBackward(at.body.o, a.att, dy, C, need.qkv ? s.datt : null, false));
         }
-        push(await this.projBackward(at.body.o, a.att, dy, C, s.datt, false));
-        push(await attentionBackward(rt, { ...attentionShape(B, T, C, at.body), dout: s.datt, qkv: a.qkv, stats: a.attStats, out: a.att, dqkv: s.dqkv, scratch: s.attScratch }));
-        if (at.body.rope) push(await ropeBackward(rt, { dqkv: s.dqkv, invFreq: f.invFreq!, B, T, nHead: at.body.nHead, nKvHead: at.body.nKvHead, headDim: at.body.headDim }));
-        // The norm's weight gradients need dln1 even in the lowest trainable block.
-        // Truncation: the boundary block's input gradient is never computed.
-        const needInputGrad = l > K || embeddingsTrain;
-        // LoRA: the first norm does not train, so at block K nothing needs dln1 either.
-        const dln1 = lora && !needInputGrad ? null : s.dln;
-        for (const [i, p] of at.body.qkv.entries()) push(await this.projBackward(p, a.ln1, s.dqkv, spec.qkvWidth, dln1, i > 0));
+        if (need.qkv) {
+          push(await attentionBackward(rt, { ...attentionShape(B, T, C, at.body), dout: s.datt, qkv: a.qkv, stats: a.attStats, out: a.att, dqkv: s.dqkv, scratch: s.attScratch }));
+          if (at.body.rope) push(await ropeBackward(rt, { dqkv: s.dqkv, invFreq: f.invFreq!, B, T, nHead: at.body.nHead, nKvHead: at.body.nKvHead, headDim: at.body.headDim }));
+          // The norm's weight gradients need dln1 even in the lowest trainable block (LoRA: nothing does).
+          const dln1 = lora && !needInputGrad ? null : s.dln;
+          for (const [i, p] of at.body.qkv.entries()) push(await this.projBackward(p, a.ln1, s.dqkv, spec.qkvWidth, dln1, i > 0));
+        }
         push(await this.normBackward(at.norm, s.dln, a.resIn, a.ln1Stats, needInputGrad ? s.dres : null, true));
       }
 
