@@ -107,9 +107,14 @@ async function finetune(o: FinetuneOptions, resumingOut: boolean): Promise<{ log
   if (o.seq > cfg.nPositions) throw new UserError(`--seq ${o.seq} exceeds the model's context n_positions = ${cfg.nPositions}`);
   if (resume) o = resumedOptions(o, resume.state.args as Partial<FinetuneOptions> | undefined);
   const lora: LoraSpec | null = o.lora !== undefined ? { r: o.lora, alpha: o.loraAlpha, targets: o.loraTargets } : null;
-  if (lora) loraSettings(lora, cfg); // refuse a bad rank, alpha or target before anything else
-  if (resume && (savedLora === null) !== (lora === null)) {
-    throw new UserError(`--resume ${o.resume}: the saved run trained ${savedLora ? `LoRA adapters (--lora ${savedLora.r})` : 'the weights (no --lora)'}; ${lora ? '--lora' : 'a run without --lora'} cannot continue it`);
+  try {
+    if (lora) loraSettings(lora, cfg); // refuse a bad rank, alpha or target before anything else
+    if (resume && (savedLora === null) !== (lora === null)) {
+      throw new UserError(`--resume ${o.resume}: the saved run trained ${savedLora ? `LoRA adapters (--lora ${savedLora.r})` : 'the weights (no --lora)'}; ${lora ? '--lora' : 'a run without --lora'} cannot continue it`);
+    }
+  } catch (e) {
+    await files.weights.close();
+    throw e;
   }
   const ids = await loadTokens(o.data, files);
   const fingerprint: RunFingerprint = { model: await fingerprintModel(o.model), data: await fingerprintFile(o.data), freeze: o.freeze };
