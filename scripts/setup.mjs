@@ -2,11 +2,12 @@
 // `npm run setup`: install npm dependencies, then make sure a WebGPU adapter exists.
 // On Debian 12 without one (no GPU), install Mesa's lavapipe from bookworm-backports
 // (bookworm's own Mesa 22.3 is rejected by Dawn). Then make sure Debian's chromium is there for the
-// browser tests (installed as root with apt-get, else the command is printed; never fatal).
+// browser tests (installed as root with apt-get, else the command is printed; never fatal), and
+// the Python venv .venv for the interop tests (from pip's package index; never fatal).
 // Idempotent: a second run takes seconds.
 // Plain Node, no dependencies: it runs before node_modules exists.
 import { spawnSync } from 'node:child_process';
-import { accessSync, constants, existsSync, readFileSync, writeFileSync, readdirSync, mkdtempSync } from 'node:fs';
+import { accessSync, constants, existsSync, readFileSync, writeFileSync, readdirSync, mkdtempSync, rmSync } from 'node:fs';
 import { delimiter, join, dirname } from 'node:path';
 import { tmpdir } from 'node:os';
 import { fileURLToPath } from 'node:url';
@@ -169,6 +170,62 @@ function ensureChromium() {
   }
 }
 
+/** What the Python interop tests import (test/util/python.ts finds .venv/bin/python). */
+const VENV_PACKAGES = ['torch', 'transformers', 'safetensors', 'peft', 'tokenizers', 'accelerate'];
+
+function venvVersions(python) {
+  const r = spawnSync(python, ['-c', `import ${VENV_PACKAGES.join(', ')}, sys; print('python ' + sys.version.split()[0] + ', ' + ', '.join(m.__name__ + ' ' + m.__version__ for m in (${VENV_PACKAGES.join(', ')})))`], { encoding: 'utf8', timeout: 120_000 });
+  return r.status === 0 ? r.stdout.trim() : null;
+}
+
+function findOnPath(name) {
+  for (const dir of (process.env.PATH ?? '').split(delimiter).filter(Boolean)) {
+    try {
+      accessSync(join(dir, name), constants.X_OK);
+      return join(dir, name);
+    } catch { /* next */ }
+  }
+  return null;
+}
+
+/**
+ * The Python venv the interop tests use (.venv: torch, transformers, peft, ...: the families against
+ * transformers, the tokenizers library, the plan export with Trainer, PEFT and LLaMA-Factory's selection
+ * logic). Created when missing, completed when a package is missing, from the package index pip is set
+ * up with (an offline mirror); an existing .venv is never removed or replaced. Never fatal: without
+ * python3, its venv module or the packages, the Python tests are skipped, and setup says so.
+ */
+function ensurePythonVenv() {
+  const venv = join(root, '.venv');
+  const python = join(venv, 'bin', 'python');
+  const skip = (why) => log(`${why}; the Python interop tests will be skipped`);
+  if (existsSync(python)) {
+    const v = venvVersions(python);
+    if (v) { log(`Python venv for the interop tests: .venv (${v})`); return; }
+  } else if (existsSync(venv)) {
+    skip('.venv exists but has no bin/python (remove it and run setup again to build it)');
+    return;
+  } else {
+    const python3 = findOnPath('python3');
+    if (!python3) { skip('no python3 on PATH for the Python venv'); return; }
+    log('$ python3 -m venv .venv');
+    const r = spawnSync(python3, ['-m', 'venv', venv], { cwd: root, stdio: ['ignore', 'inherit', 'pipe'], encoding: 'utf8' });
+    if (r.status !== 0) {
+      process.stderr.write(r.stderr ?? '');
+      rmSync(venv, { recursive: true, force: true }); // ours, half made
+      skip('python3 -m venv failed (on Debian/Ubuntu: apt-get install python3-venv)');
+      return;
+    }
+  }
+  const args = ['-m', 'pip', 'install', '--retries', '0', '--timeout', '2', ...VENV_PACKAGES];
+  log(`$ .venv/bin/pip install --retries 0 --timeout 2 ${VENV_PACKAGES.join(' ')}`);
+  const t0 = Date.now();
+  const r = spawnSync(python, args, { cwd: root, stdio: ['ignore', 'inherit', 'inherit'] });
+  const v = r.status === 0 ? venvVersions(python) : null;
+  if (v) log(`Python venv for the interop tests: .venv (${v}; installed in ${((Date.now() - t0) / 1000).toFixed(0)} s)`);
+  else skip(`pip could not install ${VENV_PACKAGES.join(', ')} into .venv (exit ${r.status}; is the package index reachable?)`);
+}
+
 npmDependencies();
 let adapter = probeAdapter();
 if (!adapter) {
@@ -183,4 +240,5 @@ if (!adapter) {
 }
 log(`WebGPU adapter: ${adapter}`);
 ensureChromium();
+ensurePythonVenv();
 log('ready: `npm start` runs the demo, `npm run web` serves the page, `npm test` runs the tests');
