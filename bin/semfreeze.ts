@@ -2,7 +2,8 @@
 // The semfreeze command line: where to fine-tune a language model, then fine-tune only there.
 import { Command, CommanderError } from 'commander';
 import { UserError, packageVersion, parseFloatOption, parseIntOption, reportError } from '../src/cli/common.ts';
-import { DEFAULT_GAIN_STRATEGY, analyzeCommand, autoFreeze } from '../src/cli/analyze.ts';
+import { AUTO_FREEZE_MAX_WINDOWS, DEFAULT_GAIN_STRATEGY, analyzeCommand, autoFreeze } from '../src/cli/analyze.ts';
+import { planCommand } from '../src/cli/plan.ts';
 import { doctor } from '../src/cli/doctor.ts';
 import { evalCommand } from '../src/cli/eval.ts';
 import { FINETUNE_DEFAULTS as FT, finetuneCommand } from '../src/cli/finetune.ts';
@@ -135,6 +136,33 @@ program
     if (o.schedule !== 'cosine' && o.schedule !== 'constant') throw new UserError(`--schedule must be cosine or constant, got '${o.schedule}'`);
     await validateFinetune(o);
     await finetuneCommand({ ...o, shuffle: o.shuffle !== false, autoFreeze });
+  });
+
+program
+  .command('plan')
+  .description('export the freeze plan for cluster tools: the boundary, the analysis, the predicted saving and the exact Hugging Face parameter names to train and to freeze (json, for scripts/semfreeze_plan.py with Trainer/Accelerate/DeepSpeed/FSDP), a LLaMA-Factory freeze-tuning fragment (llamafactory) or a PEFT LoRA config on the trainable blocks (peft)')
+  .requiredOption('--model <dir>', 'Hugging Face model directory')
+  .option('--data <file>', 'fine-tuning data the analysis reads (needed by --freeze auto): .txt, .json token ids, llm.c .bin, or classification .jsonl with --labels')
+  .option('--freeze <K>', 'auto (the SALF analysis, as finetune --freeze auto), K (freeze embeddings and blocks 0..K-1; no analysis) or none (full fine-tuning)', 'auto')
+  .requiredOption('--out <file>', 'the plan file to write (atomically)')
+  .option('--format <kind>', 'json (the plan: boundary, analysis, predicted saving, parameter names), llamafactory (YAML keys for LLaMA-Factory\'s freeze tuning) or peft (LoraConfig / adapter_config.json fields)', 'json')
+  .option('--seq <T>', 'tokens per sequence of the analysis and the predicted cost (default: min(128, n_positions); classification: the longest prompt)', int('--seq', 1))
+  .option('--batch <B>', 'sequences per forward of the analysis, and the B of the predicted cost (default 8)', int('--batch', 1))
+  .option('--samples <n>', '--freeze auto: analyse a seeded sample of n positions (language-model data) or n examples (classification)', int('--samples', 1))
+  .option('--seed <s>', '--freeze auto: seed of --samples', int('--seed'))
+  .option('--max-windows <n>', `--freeze auto, language-model data: analyse at most n windows, spread evenly (default ${AUTO_FREEZE_MAX_WINDOWS}, as finetune --freeze auto)`, int('--max-windows', 1))
+  .option('--deviation <kind>', '--freeze auto: cosine (default), contrastive (classification) or lens')
+  .option('--gain <strategy>', `--freeze auto: g0, g1, g1-shortfall or g2 (default ${DEFAULT_GAIN_STRATEGY})`)
+  .option('--budget <B>', '--freeze auto: at most B trainable blocks, or a percentage of full fine-tuning\'s backward FLOPs (e.g. 25%)')
+  .option('--pad', '--freeze auto, with --budget: unfreeze down to exactly B trainable blocks')
+  .option('--final-norm <on|off>', '--freeze auto: apply the final layer norm to every latent space before measuring (default on)')
+  .option('--labels <spec>', '--freeze auto, classification: label=word,...')
+  .option('--lora <R>', '--format peft: LoRA rank (default 8)', int('--lora', 1))
+  .option('--lora-alpha <A>', '--format peft: LoRA alpha, the update scaled by A/R (default 2R, as finetune --lora)', num('--lora-alpha', 0, true))
+  .option('--lora-targets <list>', '--format peft: the block\'s linear layers to adapt, as finetune --lora-targets (default all)')
+  .option('--json', 'also print the plan (the json format) on stdout')
+  .action(async (o) => {
+    await planCommand({ model: o.model, data: o.data, freeze: o.freeze, out: o.out, format: o.format, seq: o.seq, batch: o.batch, samples: o.samples, seed: o.seed, maxWindows: o.maxWindows, deviation: o.deviation, gain: o.gain, budget: o.budget, pad: o.pad, finalNorm: o.finalNorm, labels: o.labels, lora: o.lora, loraAlpha: o.loraAlpha, loraTargets: o.loraTargets, json: o.json });
   });
 
 const bench = program.command('bench').description('benchmarks for users: what freezing saves on this machine');
