@@ -93,7 +93,7 @@ for (const [f, title] of [['savings-base.json', 'every boundary'], ['savings-bas
   const none = sv.rows.find((r: { boundary: unknown }) => r.boundary === 'none');
   p(`## Savings on the shipped base model, ${title} (\`semfreeze bench savings\`)`);
   p();
-  p(`${sv.machine ? machineLine(sv.machine) : `adapter ${sv.adapter.vendor} / ${sv.adapter.architecture} (${sv.adapter.description})`}. ${sv.date ? sv.date.slice(0, 10) : ''}. \`${sv.command ?? 'semfreeze bench savings'}\`: ${sv.model}, B=${sv.batch}, T=${sv.seq}, AdamW; median of ${sv.rounds} rounds with the boundaries' order rotated each round. Wall time covers encoding, submit and the wait; GPU time is between timestamps.`);
+  p(`${sv.machine ? machineLine(sv.machine) : `adapter ${sv.adapter.vendor} / ${sv.adapter.architecture} (${sv.adapter.description})`}.${sv.date ? ` ${sv.date.slice(0, 10)}.` : ''} \`${sv.command ?? 'semfreeze bench savings'}\`: ${sv.model}, B=${sv.batch}, T=${sv.seq}, AdamW; median of ${sv.rounds} rounds with the boundaries' order rotated each round. Wall time covers encoding, submit and the wait; GPU time is between timestamps.`);
   p();
   p('| --freeze | wall ms | GPU ms | wall / GPU | GPU MiB | step saving (wall) | analytic | measured / analytic | step cost measured / analytic |');
   p('| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |');

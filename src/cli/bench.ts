@@ -4,6 +4,7 @@
 // hits all alike. Per boundary: median wall ms and GPU ms per step, GPU memory, the analytic step FLOPs
 // and memory, and measured / analytic saving. With --cache-boundary each frozen boundary's step starts
 // at block K (the boundary activation cache's steady state) and the analytic figure drops the prefix.
+import { cpus, totalmem } from 'node:os';
 import { stepCost, type Boundary } from '../analysis/cost.ts';
 import type { StepItem } from '../gpu/step.ts';
 import { ModelForward } from '../model/forward.ts';
@@ -211,7 +212,11 @@ export async function benchSavingsCommand(o: BenchSavingsOptions): Promise<Bound
     if (!o.json) progress(`wrote ${o.plot}`);
   }
 
-  if (o.json) printJson({ model: o.model, batch: o.batch, seq: T, rounds: o.rounds, cacheBoundary: cached, ...(o.lora !== undefined ? { lora: o.lora } : {}), adapter: rt.gpu.info, rows });
+  if (o.json) {
+    const machine = { cpu: cpus()[0]?.model ?? 'unknown', cores: cpus().length, memoryGiB: Math.round(totalmem() / 2 ** 30), node: process.version, adapter: rt.gpu.info };
+    const command = `semfreeze bench savings ${process.argv.slice(process.argv.indexOf('savings') + 1).join(' ')}`.trim();
+    printJson({ date: new Date().toISOString(), command, machine, model: o.model, batch: o.batch, seq: T, rounds: o.rounds, cacheBoundary: cached, ...(o.lora !== undefined ? { lora: o.lora } : {}), adapter: rt.gpu.info, rows });
+  }
   else {
     const pct = (x: number | null) => (x === null ? '-' : `${(100 * x).toFixed(1)}%`);
     const lines = ['boundary  wall ms  GPU ms  GPU MiB  saving (wall / GPU / analytic)  measured/analytic'];
