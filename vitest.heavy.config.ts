@@ -4,7 +4,7 @@ import { defineConfig } from 'vitest/config';
 // files whose cold-cache cases `npm test` skips (SEMFREEZE_HEAVY=1 runs them).
 export default defineConfig({
   test: {
-    include: ['test/heavy/**/*.test.ts', 'test/attention.test.ts', 'test/web-page.test.ts'],
+    include: ['test/heavy/**/*.test.ts', 'test/attention.test.ts', 'test/web-page.test.ts', 'test/lora-cli.test.ts'],
     env: { SEMFREEZE_HEAVY: '1' },
     fileParallelism: false,
     pool: 'forks',

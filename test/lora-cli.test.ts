@@ -75,11 +75,17 @@ save_file({k: v.float().contiguous() for k, v in out.items()}, sys.argv[5])
   return { peft: st.getFloat32('peft'), merged: st.getFloat32('merged') };
 }
 
+// GPT-2 (Conv1D, fan_in_fan_out) and Llama (Linear, GQA) in `npm test`; Qwen2 and Gemma 2 compile
+// family-specific LoRA graphs (~80 s with a cold shader cache), so they run in `npm run test:heavy`
+// (their adapters' gradients and logits are checked against PEFT in npm test by lora-peft.test.ts).
+const HEAVY = process.env.SEMFREEZE_HEAVY === '1';
 const CASES = [
   { name: 'gpt2-odd', freeze: '1', targets: undefined },
   { name: 'llama-gqa', freeze: '1', targets: undefined },
-  { name: 'qwen2-bias', freeze: 'none', targets: 'q_proj,v_proj,mlp' },
-  { name: 'gemma2-softcap', freeze: '2', targets: 'attn' },
+  ...(HEAVY ? ([
+    { name: 'qwen2-bias', freeze: 'none', targets: 'q_proj,v_proj,mlp' },
+    { name: 'gemma2-softcap', freeze: '2', targets: 'attn' },
+  ] as const) : []),
 ] as const;
 
 describe.each(CASES)('finetune --lora on $name (--freeze $freeze, targets $targets)', ({ name, freeze, targets }) => {
