@@ -37,7 +37,7 @@ export interface ExperimentSettings {
 
 export const FULL_SETTINGS: ExperimentSettings = {
   mode: 'full', tasks: ['code', 'spam', 'genre'], seeds: [1, 2, 3], steps: 100, batch: 4, seq: 128, warmup: 10,
-  lrGrid: [1e-4, 3e-4, 1e-3, 3e-3], boundaries: 'all', evalMax: 400, probeSteps: 10, analysisWindows: 256, analysisSamples: 512,
+  lrGrid: [1e-4, 3e-4, 1e-3, 3e-3, 1e-2], boundaries: 'all', evalMax: 400, probeSteps: 10, analysisWindows: 256, analysisSamples: 512,
 };
 
 /** A tiny version for the test suite: same code paths, minutes → seconds. */
