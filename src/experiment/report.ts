@@ -197,6 +197,10 @@ function verdict(t: TaskReport): string[] {
   const salf = t.methods.find((m) => m.method === DEFAULT_SALF);
   const baselines = t.methods.filter((m) => m.kind === 'baseline');
   if (salf) {
+    if (full && salf.boundary !== 'none') {
+      const lost = full.mean - salf.mean;
+      out.push(`Against full fine-tuning, SALF's default ${lost > t.spread ? 'gives up' : 'stays within the seeds\' spread of it, a difference of'} ${fmt(Math.abs(lost))} ${TASKS[t.task].kind === 'lm' ? 'nats of held-out loss' : 'macro-F1'} for ${(100 * salf.saving).toFixed(0)}% less backward work.`);
+    }
     out.push(`SALF's default (${DEFAULT_SALF}) picks --freeze ${String(salf.boundary)}: regret ${fmt(salf.regret)} ${salf.regret <= t.spread ? '(within the seeds\' spread: no loss against the best boundary at its cost)' : '(more than the seeds\' spread)'}, saving ${(100 * salf.saving).toFixed(0)}%.`);
     const better = baselines.filter((b) => b.cost <= salf.cost + 1e-9 && b.mean > salf.mean + t.spread);
     if (better.length) out.push(`SALF's default LOSES to: ${better.map((b) => `${b.method} (${fmt(display(t.task, b.mean))} at cost ${(100 * b.cost).toFixed(0)}%)`).join('; ')}.`);
