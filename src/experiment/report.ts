@@ -202,6 +202,11 @@ function verdict(t: TaskReport): string[] {
       out.push(`Against full fine-tuning, SALF's default ${lost > t.spread ? 'gives up' : 'stays within the seeds\' spread of it, a difference of'} ${fmt(Math.abs(lost))} ${TASKS[t.task].kind === 'lm' ? 'nats of held-out loss' : 'macro-F1'} for ${(100 * salf.saving).toFixed(0)}% less backward work.`);
     }
     out.push(`SALF's default (${DEFAULT_SALF}) picks --freeze ${String(salf.boundary)}: regret ${fmt(salf.regret)} ${salf.regret <= t.spread ? '(within the seeds\' spread: no loss against the best boundary at its cost)' : '(more than the seeds\' spread)'}, saving ${(100 * salf.saving).toFixed(0)}%.`);
+    if (Math.max(...t.oracle.map((o) => o.scores.length)) < 2) {
+      out.push('Only one seed so far: no spread, so no win or loss against the baselines is called.');
+      if (!t.complete) out.push('**Incomplete**: some runs are missing, so these lines may change.');
+      return out;
+    }
     const better = baselines.filter((b) => b.cost <= salf.cost + 1e-9 && b.mean > salf.mean + t.spread);
     if (better.length) out.push(`SALF's default LOSES to: ${better.map((b) => `${b.method} (${fmt(display(t.task, b.mean))} at cost ${(100 * b.cost).toFixed(0)}%)`).join('; ')}.`);
     const worse = baselines.filter((b) => b.cost >= salf.cost - 1e-9 && b.mean < salf.mean - t.spread);
