@@ -1,25 +1,10 @@
 // Shared benchmark plumbing: medians, JSON output, machine description.
-import { cpus, totalmem } from 'node:os';
 import { writeFileSync, mkdirSync } from 'node:fs';
 import { dirname } from 'node:path';
-import type { Runtime } from '../src/gpu/runtime.ts';
 
-export function median(xs: number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  const n = s.length;
-  return n === 0 ? NaN : n % 2 ? s[(n - 1) / 2]! : (s[n / 2 - 1]! + s[n / 2]!) / 2;
-}
+export { median } from '../src/util/stats.ts';
 
-export function machine(rt: Runtime) {
-  return {
-    cpu: cpus()[0]?.model ?? 'unknown',
-    cores: cpus().length,
-    memoryGiB: Math.round(totalmem() / 2 ** 30),
-    node: process.version,
-    adapter: rt.gpu.info,
-    timestamps: rt.gpu.hasTimestamps,
-  };
-}
+export { machineInfo as machine } from '../src/cli/common.ts';
 
 /** Write JSON results where --json FILE says, or to stdout. */
 export function emit(result: unknown, argv = process.argv): void {

@@ -4,14 +4,14 @@
 // hits all alike. Per boundary: median wall ms and GPU ms per step, GPU memory, the analytic step FLOPs
 // and memory, and measured / analytic saving. With --cache-boundary each frozen boundary's step starts
 // at block K (the boundary activation cache's steady state) and the analytic figure drops the prefix.
-import { cpus, totalmem } from 'node:os';
 import { stepCost, type Boundary } from '../analysis/cost.ts';
 import type { StepItem } from '../gpu/step.ts';
 import { ModelForward } from '../model/forward.ts';
 import { TrainingGraph } from '../train/graph.ts';
 import { renderLineChart } from '../util/linechart.ts';
+import { median } from '../util/stats.ts';
 import { writeFileAtomic } from '../platform/node.ts';
-import { ProgressLine, UserError, printJson, progress } from './common.ts';
+import { ProgressLine, UserError, machineInfo, printJson, progress } from './common.ts';
 import { loadModel } from './model.ts';
 import { fitTraining } from '../train/shapes.ts';
 import { LoraAdapters, initialLoraTensors, loraModules, loraTargetNames } from '../model/lora.ts';
@@ -72,11 +72,6 @@ export function kernelFamilyTimes(items: readonly StepItem[], perDispatchMs: rea
   }
   return [...sums.values()].sort((a, b) => b.ms - a.ms);
 }
-
-const median = (xs: number[]) => {
-  const s = [...xs].sort((a, b) => a - b);
-  return s.length % 2 ? s[(s.length - 1) / 2]! : (s[s.length / 2 - 1]! + s[s.length / 2]!) / 2;
-};
 
 export function parseBoundaries(text: string, N: number): Boundary[] {
   if (text === 'all') return ['none', ...Array.from({ length: N + 1 }, (_, k) => k)];
@@ -213,7 +208,7 @@ export async function benchSavingsCommand(o: BenchSavingsOptions): Promise<Bound
   }
 
   if (o.json) {
-    const machine = { cpu: cpus()[0]?.model ?? 'unknown', cores: cpus().length, memoryGiB: Math.round(totalmem() / 2 ** 30), node: process.version, adapter: rt.gpu.info };
+    const machine = machineInfo(rt);
     const command = `semfreeze bench savings ${process.argv.slice(process.argv.indexOf('savings') + 1).join(' ')}`.trim();
     printJson({ date: new Date().toISOString(), command, machine, model: o.model, batch: o.batch, seq: T, rounds: o.rounds, cacheBoundary: cached, ...(o.lora !== undefined ? { lora: o.lora } : {}), adapter: rt.gpu.info, rows });
   }

@@ -1,5 +1,6 @@
 // What every command shares: opening the runtime, errors, progress on stderr, JSON on stdout.
 import { readFileSync } from 'node:fs';
+import { cpus, totalmem } from 'node:os';
 import { join } from 'node:path';
 import type { KernelBuildEvent } from '../gpu/kernels.ts';
 import { Runtime } from '../gpu/runtime.ts';
@@ -7,6 +8,18 @@ import { nodePlatform, packageRoot } from '../platform/node.ts';
 
 import { UserError } from '../util/errors.ts';
 export { UserError };
+
+/** The machine a measurement ran on (benchmark JSON). */
+export function machineInfo(rt: Runtime) {
+  return {
+    cpu: cpus()[0]?.model ?? 'unknown',
+    cores: cpus().length,
+    memoryGiB: Math.round(totalmem() / 2 ** 30),
+    node: process.version,
+    adapter: rt.gpu.info,
+    timestamps: rt.gpu.hasTimestamps,
+  };
+}
 
 /** Errors about the user's files, flags or machine: their message is the whole story. */
 const USER_FACING = new Set(['UserError', 'NoAdapterError', 'ConfigError', 'SafetensorsError', 'TokenizerError', 'TokenDataError', 'FileError', 'KernelCompileError', 'ModelLoadError', 'AnalysisError', 'NotPositiveDefiniteError', 'OptimizerError', 'ScheduleError']);

@@ -15,6 +15,7 @@ import { TrainingGraph } from '../train/graph.ts';
 import { makeSchedule } from '../train/schedule.ts';
 import { BatchLoader, Trainer } from '../train/trainer.ts';
 import { renderLineChart } from '../util/linechart.ts';
+import { median } from '../util/stats.ts';
 import { analyzeCommand } from './analyze.ts';
 import { ProgressLine, UserError, formatEta, openRuntime, printJson, progress } from './common.ts';
 import { buildData } from './data.ts';
@@ -54,10 +55,6 @@ interface Run {
   evalAfter?: number;
 }
 
-const median = (xs: number[]) => {
-  const s = [...xs].sort((a, b) => a - b);
-  return s.length % 2 ? s[(s.length - 1) / 2]! : (s[s.length / 2 - 1]! + s[s.length / 2]!) / 2;
-};
 const mib = (b: number) => `${(b / 2 ** 20).toFixed(1)} MiB`;
 
 /** The default demo data (the code corpus) is built on first use; given files must exist. */

@@ -121,6 +121,7 @@ export async function experimentReportCommand(o: ExperimentOptions): Promise<voi
   const saved = (await store.get('settings')) as { settings: ExperimentSettings; model: string } | null;
   if (!saved) throw new UserError(`${o.out}: no experiment results there (run \`semfreeze experiment run --out ${o.out}\` first)`);
   const files = await readModelDir(nodePlatform, saved.model);
+  await files.weights.close(); // the config is all the report needs
   const cache = new Map<string, unknown>();
   for (const k of store.keys()) cache.set(k, await store.get(k));
   const results: StoredResults = { settings: saved.settings, config: files.config, get: (k) => cache.get(k) ?? null };

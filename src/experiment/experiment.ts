@@ -9,6 +9,7 @@ import { analyze } from '../analysis/analyze.ts';
 import { DEVIATION_METRICS } from '../analysis/types.ts';
 import type { Runtime } from '../gpu/runtime.ts';
 import { loadModel } from '../model/load.ts';
+import { readModelDir } from '../model/weights.ts';
 import type { Platform } from '../platform/types.ts';
 import { UserError } from '../util/errors.ts';
 import { fineTuneRun, type GradientProbe, type RunRecord, type RunSettings } from './runs.ts';
@@ -107,18 +108,16 @@ export async function runExperiment(platform: Platform, rt: Runtime, modelDir: s
   if (saved && JSON.stringify((saved as { settings: unknown }).settings) !== JSON.stringify(s)) {
     throw new UserError(`the results there were made with other settings (${JSON.stringify((saved as { settings: unknown }).settings)}); use another --out or remove them`);
   }
-  const probeModel = await loadModel(platform, rt, modelDir);
-  const cfg = probeModel.files.config;
-  probeModel.weights.destroy(rt);
-  const N = cfg.nLayer;
+  // Config and tokenizer only: each run loads (and uploads) the weights itself.
+  const files = await readModelDir(platform, modelDir);
+  await files.weights.close();
+  const N = files.config.nLayer;
   const keys = jobKeys(s, N);
   const data = new Map<TaskName, TaskData>();
   const taskData = async (t: TaskName) => {
     let d = data.get(t);
     if (!d) {
-      const m = await loadModel(platform, rt, modelDir);
-      d = await loadTaskData(platform, m, dataDir, TASKS[t], s.seq);
-      m.weights.destroy(rt);
+      d = await loadTaskData(platform, files, dataDir, TASKS[t], s.seq);
       data.set(t, d);
       note(`${t}: ${d.train.count} training windows, ${d.validation.count} validation, ${d.test.count} held out, T = ${d.seq}`);
     }

@@ -7,6 +7,7 @@ import type { ModelConfig } from '../model/config.ts';
 import { buildReport } from '../analysis/report.ts';
 import { gainStrategyNames } from '../analysis/gain.ts';
 import { DEVIATION_METRICS } from '../analysis/types.ts';
+import { median } from '../util/stats.ts';
 import type { GradientProbe } from './runs.ts';
 
 export interface MethodChoice {
@@ -88,8 +89,7 @@ export function autoFreezeBoundary(p: GradientProbe): number {
     const b = mean(p.gradNorms.slice(half), l);
     return a > 0 ? Math.abs(b - a) / a : 0;
   });
-  const sorted = [...change].sort((x, y) => x - y);
-  const threshold = N % 2 ? sorted[(N - 1) / 2]! : (sorted[N / 2 - 1]! + sorted[N / 2]!) / 2;
+  const threshold = median(change);
   let K = 0;
   while (K < N - 1 && change[K]! < threshold) K++;
   return K;

@@ -8,6 +8,7 @@ import { loadModel } from '../model/load.ts';
 import { paramSpecs } from '../model/params.ts';
 import type { Platform } from '../platform/types.ts';
 import { FINETUNE_DEFAULTS, FinetuneRun, type FinetuneSpec } from '../train/finetune.ts';
+import { median } from '../util/stats.ts';
 import { quality, qualityScore, type Quality } from './quality.ts';
 import type { TaskData } from './tasks.ts';
 
@@ -48,11 +49,6 @@ export interface GradientProbe {
   gradNorms: number[][];
   weightNorms: number[];
 }
-
-const median = (xs: number[]) => {
-  const s = [...xs].sort((a, b) => a - b);
-  return s.length === 0 ? NaN : s.length % 2 ? s[(s.length - 1) / 2]! : (s[s.length / 2 - 1]! + s[s.length / 2]!) / 2;
-};
 
 function sumSquares(x: Float32Array): number {
   let s = 0;

@@ -6,7 +6,7 @@ import { prepareClassificationData } from '../analysis/run.ts';
 import type { AnalysisExample } from '../analysis/run.ts';
 import { parseClassificationJsonl } from '../data/classification.ts';
 import { windows as lmWindows, type TokenWindows } from '../data/tokens.ts';
-import type { LoadedModel } from '../model/load.ts';
+import type { ModelFiles } from '../model/weights.ts';
 import { loadTokens } from '../model/load.ts';
 import type { Platform } from '../platform/types.ts';
 import { decodeText } from '../util/utf8.ts';
@@ -115,9 +115,8 @@ export function splitValidation(count: number): { train: number[]; validation: n
   return { train, validation };
 }
 
-export async function loadTaskData(platform: Platform, model: LoadedModel, dataDir: string, task: TaskSpec, seq: number): Promise<TaskData> {
+export async function loadTaskData(platform: Platform, files: ModelFiles, dataDir: string, task: TaskSpec, seq: number): Promise<TaskData> {
   const path = (p: string) => `${dataDir.replace(/\/$/, '')}/${p}`;
-  const files = model.files;
   let all: TokenWindows | ClassWindows;
   let test: TokenWindows | ClassWindows;
   if (task.kind === 'lm') {
