@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { Optimizer, zeroDispatch, type OptimizerOptions, type TrainableTensor } from '../src/train/optimizer.ts';
+import { Optimizer, zeroDispatches, type OptimizerOptions, type TrainableTensor } from '../src/train/optimizer.ts';
 import { parseSafetensors, serializeSafetensors } from '../src/io/safetensors.ts';
 import type { Runtime } from '../src/gpu/runtime.ts';
 import { freshSeed, poison, randomArray, relError, rng, runtime } from './util/gpu.ts';
@@ -386,11 +386,14 @@ describe('zero', () => {
     const rt = await runtime();
     const n = 70001;
     const buf = rt.memory.upload('t.zero', poison(n + 10));
-    const d = await zeroDispatch(rt, buf, n, { off: 3 });
-    await rt.steps.run('zero-test', [d]);
-    const out = await rt.memory.readFloat32(buf, 0, n + 10);
-    expect(out.subarray(3, 3 + n).every((x) => x === 0)).toBe(true);
-    expect([...out.subarray(0, 3), ...out.subarray(3 + n)].every((x) => Number.isNaN(x))).toBe(true);
+    // Unaligned (scalar kernel only), aligned with a tail (vec4 + scalar), aligned without one (vec4 only).
+    for (const [off, len] of [[3, n], [4, n], [8, n - 1]] as const) {
+      rt.memory.write(buf, poison(n + 10));
+      await rt.steps.run('zero-test', await zeroDispatches(rt, buf, len, { off }));
+      const out = await rt.memory.readFloat32(buf, 0, n + 10);
+      expect(out.subarray(off, off + len).every((x) => x === 0), `off ${off} n ${len}`).toBe(true);
+      expect([...out.subarray(0, off), ...out.subarray(off + len)].every((x) => Number.isNaN(x)), `off ${off} n ${len}`).toBe(true);
+    }
     rt.memory.destroy(buf);
 
     const s = setup(rt, [1037, 65], [true, false], rng(freshSeed()));

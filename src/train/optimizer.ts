@@ -43,6 +43,8 @@ export interface OptimizerOptions {
   sumElementsPerThread?: number;
   /** Largest element count bound at once (default: the device's maxStorageBufferBindingSize); a multiple of 64. */
   maxBindingElements?: number;
+  /** Run the vec4 kernels over each tensor's ⌊n/4⌋·4 leading elements (default true); false: scalar kernels only (tests, benchmarks). */
+  vec4?: boolean;
 }
 
 export class OptimizerError extends Error {
@@ -103,14 +105,30 @@ function checkPow2(name: string, x: number, max: number): void {
   if (!Number.isInteger(x) || x < 1 || x > max || (x & (x - 1)) !== 0) throw new OptimizerError(`${name} must be a power of two in 1..${max}, got ${x}`);
 }
 
-/** One dispatch that writes 0 to elements [off, off+n) of a binding. */
-export async function zeroDispatch(rt: Runtime, target: BufferBinding, n: number, opts: { off?: number; workgroupSize?: number } = {}): Promise<Dispatch> {
+/** vec4s per invocation in the vec4 entry points (V4 in kernels/optimizer.wgsl). */
+const V4 = 4;
+
+/**
+ * Dispatches that write 0 to elements [off, off+n) of a binding: the vec4 kernel for the aligned
+ * bulk (when off is a multiple of 4), the scalar one for what is left.
+ */
+export async function zeroDispatches(rt: Runtime, target: BufferBinding, n: number, opts: { off?: number; workgroupSize?: number; vec4?: boolean } = {}): Promise<Dispatch[]> {
   const wg = opts.workgroupSize ?? 256;
   checkPow2('workgroupSize', wg, 256);
   if (!(Number.isInteger(n) && n > 0)) throw new OptimizerError(`zero: element count must be a positive integer, got ${n}`);
-  const kernel = await rt.kernels.kernel('optimizer', 'zero', { WG: wg });
-  const bound = rt.kernels.bind(kernel, { dst: target }, { n, off: opts.off ?? 0 });
-  return { bound, workgroups: grid(Math.ceil(n / wg)) };
+  const off = opts.off ?? 0;
+  const out: Dispatch[] = [];
+  const n4 = off % 4 === 0 && (opts.vec4 ?? true) ? Math.floor(n / 4) : 0;
+  if (n4 > 0) {
+    const kernel = await rt.kernels.kernel('optimizer', 'zero4', { WG: wg, V4 });
+    out.push({ bound: rt.kernels.bind(kernel, { dst4: target }, { n: n4, off: off / 4 }), workgroups: grid(Math.ceil(n4 / (wg * V4))) });
+  }
+  const rest = n - 4 * n4;
+  if (rest > 0) {
+    const kernel = await rt.kernels.kernel('optimizer', 'zero', { WG: wg });
+    out.push({ bound: rt.kernels.bind(kernel, { dst: target }, { n: rest, off: off + 4 * n4 }), workgroups: grid(Math.ceil(rest / wg)) });
+  }
+  return out;
 }
 
 export class Optimizer {
@@ -223,34 +241,63 @@ export class Optimizer {
     const K = rt.kernels;
     const bounds: BoundKernel[] = [];
     const updates: Dispatch[] = [];
+    // Each piece: the vec4 kernel over its first ⌊n/4⌋·4 elements, the scalar one over the rest.
+    const useVec4 = opts.vec4 ?? true;
     for (const pc of pieces) {
       const decay = tensors[pc.tensor]!.weightDecay && lambda > 0;
-      const kernel = await K.kernel('optimizer', kind, { WG: wg, DECAY: decay });
-      const buffers: Record<string, BufferBinding> = { param: pc.param, grad: pc.grad, hp: hyperBuffer, scale: scaleBuffer };
-      if (kind === 'adamw') Object.assign(buffers, { m: pc.m!, v: pc.v! });
-      const bound = K.bind(kernel, buffers, { n: pc.n });
-      bounds.push(bound);
-      updates.push({ bound, workgroups: grid(Math.ceil(pc.n / wg)) });
+      const n4 = useVec4 ? Math.floor(pc.n / 4) : 0;
+      const rest = pc.n - 4 * n4;
+      if (n4 > 0) {
+        const kernel = await K.kernel('optimizer', `${kind}4`, { WG: wg, DECAY: decay, V4 });
+        const buffers: Record<string, BufferBinding> = { param4: pc.param, grad4: pc.grad, hp: hyperBuffer, scale: scaleBuffer };
+        if (kind === 'adamw') Object.assign(buffers, { m4: pc.m!, v4: pc.v! });
+        const bound = K.bind(kernel, buffers, { n: n4, off: 0 });
+        bounds.push(bound);
+        updates.push({ bound, workgroups: grid(Math.ceil(n4 / (wg * V4))) });
+      }
+      if (rest > 0) {
+        const kernel = await K.kernel('optimizer', kind, { WG: wg, DECAY: decay });
+        const buffers: Record<string, BufferBinding> = { param: pc.param, grad: pc.grad, hp: hyperBuffer, scale: scaleBuffer };
+        if (kind === 'adamw') Object.assign(buffers, { m: pc.m!, v: pc.v! });
+        const bound = K.bind(kernel, buffers, { n: rest, off: 4 * n4 });
+        bounds.push(bound);
+        updates.push({ bound, workgroups: grid(Math.ceil(rest / wg)) });
+      }
     }
 
     // Global norm: per-piece partial sums into consecutive slots, one final fixed-order sum, the scale.
+    // Per piece, the vec4 kernel over ⌊n/4⌋ vec4s (chunk4 per workgroup), then the scalar one over the rest.
     const chunk = wg * ept;
-    const slots = pieces.map((pc) => Math.ceil(pc.n / chunk));
-    const nSlots = slots.reduce((a, b) => a + b, 0);
+    const chunk4 = wg * Math.ceil(ept / 4);
+    const parts = pieces.map((pc) => {
+      const n4 = useVec4 ? Math.floor(pc.n / 4) : 0;
+      const rest = pc.n - 4 * n4;
+      return { pc, n4, rest, slots4: Math.ceil(n4 / chunk4), slotsRest: Math.ceil(rest / chunk) };
+    });
+    const nSlots = parts.reduce((a, x) => a + x.slots4 + x.slotsRest, 0);
     const partials = mem.storage('optim.partials', nSlots * 4);
     const total = mem.storage('optim.sumsq', 4);
     owned.push(partials, total);
     const clips: Dispatch[] = [];
     const partialKernel = await K.kernel('optimizer', 'sumsq_partial', { WG: wg });
+    const partialKernel4 = await K.kernel('optimizer', 'sumsq_partial4', { WG: wg });
     let slot = 0;
-    pieces.forEach((pc, i) => {
-      const bound = K.bind(partialKernel, { x: pc.grad, partials }, { n: pc.n, chunk, slot, count: 0 });
-      bounds.push(bound);
-      clips.push({ bound, workgroups: grid(slots[i]!) });
-      slot += slots[i]!;
-    });
+    for (const x of parts) {
+      if (x.n4 > 0) {
+        const bound = K.bind(partialKernel4, { x4: x.pc.grad, partials }, { n: x.n4, chunk: chunk4, slot, count: 0, off: 0 });
+        bounds.push(bound);
+        clips.push({ bound, workgroups: grid(x.slots4) });
+        slot += x.slots4;
+      }
+      if (x.rest > 0) {
+        const bound = K.bind(partialKernel, { x: x.pc.grad, partials }, { n: x.rest, chunk, slot, count: 0, off: 4 * x.n4 });
+        bounds.push(bound);
+        clips.push({ bound, workgroups: grid(x.slotsRest) });
+        slot += x.slotsRest;
+      }
+    }
     const finalKernel = await K.kernel('optimizer', 'sumsq_final', { WG: wg });
-    const finalBound = K.bind(finalKernel, { parts: partials, total }, { n: 0, chunk: 0, slot: 0, count: nSlots });
+    const finalBound = K.bind(finalKernel, { parts: partials, total }, { n: 0, chunk: 0, slot: 0, count: nSlots, off: 0 });
     bounds.push(finalBound);
     clips.push({ bound: finalBound, workgroups: [1] });
     const scaleKernel = await K.kernel('optimizer', 'clip_scale');
@@ -260,9 +307,10 @@ export class Optimizer {
 
     const zeros: Dispatch[] = [];
     for (const pc of pieces) {
-      const d = await zeroDispatch(rt, pc.grad, pc.n, { workgroupSize: wg });
-      bounds.push(d.bound);
-      zeros.push(d);
+      for (const d of await zeroDispatches(rt, pc.grad, pc.n, { workgroupSize: wg, vec4: useVec4 })) {
+        bounds.push(d.bound);
+        zeros.push(d);
+      }
     }
 
     const opt = new Optimizer(rt, kind, [...tensors], beta1, beta2, eps, lambda, maxGradNorm, hyperBuffer, scaleBuffer, m, v, updates, clips, zeros);
