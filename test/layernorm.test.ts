@@ -22,7 +22,7 @@ function inputs(seed: number, rows: number, C: number): Inputs {
 interface GpuResult { out: Float32Array; mean: Float32Array; rstd: Float32Array; dx: Float32Array; dgamma: Float32Array; dbeta: Float32Array }
 
 /** Forward (saving stats) then backward on the GPU; initial dx/dgamma/dbeta given (accumulate) or NaN. */
-async function runGpu(rt: Runtime, rows: number, C: number, inp: Inputs, opts: { accumulate?: boolean; accumulateParams?: boolean; wg?: number; init?: { dx: Float32Array; dgamma: Float32Array; dbeta: Float32Array } } = {}): Promise<GpuResult> {
+async function runGpu(rt: Runtime, rows: number, C: number, inp: Inputs, opts: { accumulate?: boolean; accumulateParams?: boolean; wg?: number | 'lane'; init?: { dx: Float32Array; dgamma: Float32Array; dbeta: Float32Array } } = {}): Promise<GpuResult> {
   const mem = rt.memory;
   const x = mem.upload('t.x', inp.x);
   const gamma = mem.upload('t.gamma', inp.gamma);
@@ -70,10 +70,11 @@ describe('layernorm', () => {
     });
   }
 
-  for (const wg of [1, 8, 64, 256]) {
-    it(`row kernels with ${wg} invocations per row (37x29, 5x768)`, async () => {
+  // 'lane': one row per invocation (the software adapters' default), scalar at C = 29, vec4 at 768 and 36.
+  for (const wg of [1, 8, 64, 256, 'lane'] as const) {
+    it(`row kernels with ${wg === 'lane' ? 'one row per invocation' : `${wg} invocations per row`} (37x29, 5x768${wg === 'lane' ? ', 19x36' : ''})`, async () => {
       const rt = await runtime();
-      for (const [rows, C] of [[37, 29], [5, 768]] as const) {
+      for (const [rows, C] of wg === 'lane' ? [[37, 29], [5, 768], [19, 36]] as const : [[37, 29], [5, 768]] as const) {
         const seed = freshSeed();
         const inp = inputs(seed, rows, C);
         const g = await runGpu(rt, rows, C, inp, { wg });
