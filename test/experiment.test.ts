@@ -10,7 +10,7 @@ import { experimentRunCommand, fileStore } from '../src/cli/experiment.ts';
 import { boundaryKey, QUICK_SETTINGS, type ExperimentSettings } from '../src/experiment/experiment.ts';
 import { autoFreezeBoundary, autoRgnBoundary, kneeBoundary, salfChoices } from '../src/experiment/methods.ts';
 import { evenIndices, macroF1 } from '../src/experiment/quality.ts';
-import { DEFAULT_SALF, g2Transfer, regretAt, taskReport, renderExperimentsMd, renderTaskSvg, type StoredResults } from '../src/experiment/report.ts';
+import { DEFAULT_SALF, g2Transfer, offAt, regretAt, settle, taskReport, renderExperimentsMd, renderTaskSvg, type StoredResults } from '../src/experiment/report.ts';
 import { splitValidation } from '../src/experiment/tasks.ts';
 import { packageRoot } from '../src/platform/node.ts';
 import { fixture } from './util/fixtures.ts';
@@ -91,14 +91,33 @@ describe('the report on hand-made results', () => {
     expect(salf.mean).toBeCloseTo(r.oracle.find((o) => o.boundary === K)!.mean, 12);
     expect(r.verdict.join('\n')).toContain(`picks --freeze ${K}`);
     expect(r.verdict[0]).toContain('--freeze 1');
-    // g2's constants fitted on this task's oracle: never worse there than the defaults.
+    // The 90% line: full 0.81 over the floor K3 0.705 is a gain of 0.105; the cheapest boundary keeping
+    // ≥ 90% of it (≥ 0.7995) is K2 (0.845, cost 35%), which keeps (0.845 − 0.705)/0.105 of it.
+    expect(r.line!.boundary).toBe(2);
+    expect(r.line!.retained).toBeCloseTo((0.845 - 0.705) / 0.105, 12);
+    expect(r.line!.threshold).toBeCloseTo(0.705 + 0.9 * 0.105, 12);
+    expect(byName('fixed half').off).toBe(-1);
+    expect(byName('last-k').off).toBe(0);
+    expect(byName('full').off).toBe(-3);
+    expect(byName('full').retained).toBeCloseTo(1, 12);
+    expect(byName('random').off).toBeCloseTo(1.5 - 2, 12);
+    expect(r.verdict.join('\n')).toContain('is --freeze 2 (keeps 133%, saves 65% of the backward)');
+    expect(offAt(r, 0)).toBe(-2);
+    // g2's constants fitted on this task's oracle: never farther from its line than the defaults.
     const g = g2Transfer(cfg, [r], 'spam', settings)!;
     expect(g.candidates).toBeGreaterThan(100);
-    expect(g.tasks[0]!.fitted.regret!).toBeLessThanOrEqual(g.tasks[0]!.defaults.regret!);
-    expect(regretAt(r, g.tasks[0]!.fitted.K)).toBe(g.tasks[0]!.fitted.regret);
+    expect(Math.abs(g.tasks[0]!.fitted.off!)).toBeLessThanOrEqual(Math.abs(g.tasks[0]!.defaults.off!));
+    expect(offAt(r, g.tasks[0]!.fitted.K)).toBe(g.tasks[0]!.fitted.off);
+    expect(regretAt(r, 2)).toBeCloseTo(0, 12);
+    // Across tasks: every no-budget SALF variant is ranked by its distance from the line.
+    const st = settle([r]);
+    expect(st.variants.length).toBe(12);
+    for (const v of st.variants) expect(v.meanAbsOff).toBe(Math.abs(r.methods.find((m) => m.method === v.method)!.off!));
+    expect(st.nearest).toBe(st.variants.reduce((b, v) => (v.meanAbsOff < b.meanAbsOff || (v.meanAbsOff === b.meanAbsOff && v.method === DEFAULT_SALF) ? v : b)).method);
     const md = renderExperimentsMd(results, [r], { commit: 'abc', chartPath: () => 'charts/spam.svg', command: 'x', g2: g });
     expect(md).toContain("g2's constants: fitted on spam");
-    expect(md).toMatch(/\| fixed half \(K = 1\) \| 0\.0000 \| 40% \|/);
+    expect(md).toContain('Against the 90% line: what settles');
+    expect(md).toMatch(/\| fixed half \(K = 1\) \| 1 \| 0\.8550 \| 60% \| 40% \| 0\.0000 \| 143% \| −1 \|/);
     expect(md).toMatch(/\| 1 \| 0\.8550 ± 0\.0071 \| 0\.8500, 0\.8600 \| 60% \|/);
     expect(renderTaskSvg(r)).toMatch(/^<svg[\s\S]*oracle \(mean ± sd over seeds\)[\s\S]*<\/svg>\n$/);
   });

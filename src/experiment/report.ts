@@ -34,7 +34,14 @@ export interface MethodRow extends MethodChoice {
   regret: number;
   /** 1 − cost. */
   saving: number;
+  /** Share of full fine-tuning's gain over --freeze N that the method keeps (null without both ends). */
+  retained: number | null;
+  /** Blocks frozen beyond the 90% line's boundary (negative: fewer), null without a line. */
+  off: number | null;
 }
+
+/** The share of full fine-tuning's gain a boundary must keep to be on the right side of the line. */
+export const RETAIN_LINE = 0.9;
 
 export interface TaskReport {
   task: TaskName;
@@ -46,8 +53,15 @@ export interface TaskReport {
   spread: number;
   verdict: string[];
   complete: boolean;
+  /**
+   * The 90% line: the cheapest boundary whose mean quality keeps ≥ RETAIN_LINE of full fine-tuning's
+   * gain over the cheapest run (--freeze N), null until both ends are on the oracle.
+   */
+  line: { boundary: Boundary; retained: number; threshold: number } | null;
   /** The analyses' D_0..D_N by deviation metric, and the data size g2 uses. */
   deviations: Record<string, number[]>;
+  /** Seconds each analysis took (on a shared machine: a rough guide). */
+  analysisSeconds: Record<string, number>;
   dataSize: number;
 }
 
@@ -80,12 +94,16 @@ export function taskReport(r: StoredResults, task: TaskName): TaskReport {
     });
   }
   const at = (K: Boundary) => oracle.find((o) => o.boundary === K);
+  const retainedOf = retention(oracle, N);
+  const line = retainedOf ? retainLine(oracle, retainedOf) : null;
   const analyses: Record<string, number[]> = {};
+  const analysisSeconds: Record<string, number> = {};
   let dataSize = 0;
   for (const m of ['cosine', 'contrastive', 'lens']) {
     const a = r.get(`analysis/${task}-${m}`) as AnalysisRecord | null;
     if (a) {
       analyses[m] = a.deviations;
+      analysisSeconds[m] = a.seconds;
       dataSize = a.dataSize;
     } else if (m !== 'contrastive' || TASKS[task].kind === 'classification') complete = false;
   }
@@ -125,12 +143,39 @@ export function taskReport(r: StoredResults, task: TaskName): TaskReport {
       cost = o.backwardFraction;
     }
     const m = mean(scores);
-    methods.push({ ...c, mean: m, sd: sd(scores), cost, regret: curveAtCost(cost) - m, saving: 1 - cost });
+    const depth = c.boundary === 'expected' ? N / 2 : c.perSeed ? mean(Object.values(c.perSeed).map(depthOf)) : depthOf(c.boundary);
+    methods.push({
+      ...c, mean: m, sd: sd(scores), cost, regret: curveAtCost(cost) - m, saving: 1 - cost,
+      retained: retainedOf ? retainedOf(m) : null, off: line ? depth - depthOf(line.boundary) : null,
+    });
   }
   const spread = oracle.length ? Math.max(...oracle.map((o) => o.sd)) : 0;
-  const rep: TaskReport = { task, lr, chosenLr, oracle, methods, spread, verdict: [], complete, deviations: analyses, dataSize };
+  const rep: TaskReport = { task, lr, chosenLr, oracle, methods, spread, verdict: [], complete, line, deviations: analyses, analysisSeconds, dataSize };
   rep.verdict = verdict(rep);
   return rep;
+}
+
+/** How deep a boundary freezes, in blocks: none is −1 (not even the embeddings), K is K. */
+export function depthOf(K: Boundary): number {
+  return K === 'none' ? -1 : K;
+}
+
+/** Quality → share of full fine-tuning's gain over --freeze N; null unless both are on the oracle and differ. */
+export function retention(oracle: readonly OracleRow[], N: number): ((score: number) => number) | null {
+  const full = oracle.find((o) => o.boundary === 'none');
+  const floor = oracle.find((o) => o.boundary === N);
+  if (!full || !floor || !(full.mean > floor.mean)) return null;
+  return (score) => (score - floor.mean) / (full.mean - floor.mean);
+}
+
+/** The cheapest boundary whose mean keeps at least RETAIN_LINE of the gain (full fine-tuning always does). */
+export function retainLine(oracle: readonly OracleRow[], retainedOf: (score: number) => number): { boundary: Boundary; retained: number; threshold: number } {
+  const ok = oracle.filter((o) => retainedOf(o.mean) >= RETAIN_LINE - 1e-12).sort((a, b) => a.backwardFraction - b.backwardFraction);
+  const o = ok[0]!;
+  // The score that keeps exactly RETAIN_LINE (retainedOf is affine: invert it from two points).
+  const r0 = retainedOf(0);
+  const threshold = (RETAIN_LINE - r0) / (retainedOf(1) - r0);
+  return { boundary: o.boundary, retained: retainedOf(o.mean), threshold };
 }
 
 /** Regret of fine-tuning at K on a task's oracle (null when K was not run). */
@@ -141,20 +186,26 @@ export function regretAt(t: TaskReport, K: Boundary): number | null {
   return Math.max(...ok.map((x) => x.mean)) - o.mean;
 }
 
+/** Blocks frozen beyond the task's 90% line at K (negative: fewer); null without a line. */
+export function offAt(t: TaskReport, K: Boundary): number | null {
+  return t.line ? depthOf(K) - depthOf(t.line.boundary) : null;
+}
+
 export interface G2Transfer {
   fitTask: TaskName;
   params: G2Params;
   candidates: number;
-  /** Per task: K and regret with the fitted constants and with the shipped defaults. */
-  tasks: { task: TaskName; fitted: { K: number; regret: number | null }; defaults: { K: number; regret: number | null } }[];
+  /** Per task: K and its distance from the 90% line with the fitted constants and with the shipped defaults. */
+  tasks: { task: TaskName; fitted: { K: number; off: number | null }; defaults: { K: number; off: number | null } }[];
 }
 
 /**
- * g2's constants fitted on one task's oracle (the grid point of lowest regret there; the shipped
- * defaults come first, so they win ties) and tested on the other tasks, cosine deviations throughout.
+ * g2's constants fitted on one task's oracle (the grid point whose boundary lands nearest the task's
+ * 90% line; the shipped defaults come first, so they win ties) and tested on the other tasks, cosine
+ * deviations throughout.
  */
 export function g2Transfer(cfg: ModelConfig, reports: TaskReport[], fitTask: TaskName, settings: { batch: number; seq: number }): G2Transfer | null {
-  const usable = reports.filter((t) => t.deviations.cosine && t.oracle.length > 1);
+  const usable = reports.filter((t) => t.deviations.cosine && t.line);
   const fit = usable.find((t) => t.task === fitTask);
   if (!fit) return null;
   const grid: G2Params[] = [{ ...G2_DEFAULTS }];
@@ -162,11 +213,11 @@ export function g2Transfer(cfg: ModelConfig, reports: TaskReport[], fitTask: Tas
   const boundaryWith = (t: TaskReport, params: G2Params) =>
     buildReport({ deviations: t.deviations.cosine!, strategy: 'g2', gainContext: { config: cfg, dataSize: t.dataSize, params: { ...params } }, cost: { config: cfg, batch: settings.batch, seqLen: settings.seq } }).boundary.freeze;
   let best = grid[0]!;
-  let bestRegret = Infinity;
+  let bestOff = Infinity;
   for (const params of grid) {
-    const r = regretAt(fit, boundaryWith(fit, params));
-    if (r !== null && r < bestRegret - 1e-12) {
-      bestRegret = r;
+    const off = Math.abs(offAt(fit, boundaryWith(fit, params))!);
+    if (off < bestOff) {
+      bestOff = off;
       best = params;
     }
   }
@@ -175,7 +226,7 @@ export function g2Transfer(cfg: ModelConfig, reports: TaskReport[], fitTask: Tas
     tasks: usable.map((t) => {
       const kf = boundaryWith(t, best);
       const kd = boundaryWith(t, { ...G2_DEFAULTS });
-      return { task: t.task, fitted: { K: kf, regret: regretAt(t, kf) }, defaults: { K: kd, regret: regretAt(t, kd) } };
+      return { task: t.task, fitted: { K: kf, off: offAt(t, kf) }, defaults: { K: kd, off: offAt(t, kd) } };
     }),
   };
 }
@@ -196,6 +247,14 @@ function verdict(t: TaskReport): string[] {
   }
   const salf = t.methods.find((m) => m.method === DEFAULT_SALF);
   const baselines = t.methods.filter((m) => m.kind === 'baseline');
+  if (t.line) {
+    const o = t.oracle.find((x) => x.boundary === t.line!.boundary)!;
+    out.push(`The ${pct(RETAIN_LINE)} line: the cheapest boundary that keeps ≥ ${pct(RETAIN_LINE)} of full fine-tuning's gain over --freeze ${t.oracle.at(-1)!.boundary} is --freeze ${t.line.boundary} (keeps ${pct(t.line.retained)}, saves ${pct(1 - o.backwardFraction)} of the backward).`);
+    if (salf && salf.off !== null && salf.retained !== null) {
+      const side = salf.off === 0 ? 'on the line' : salf.off > 0 ? `${salf.off} block(s) deeper: below the line, it keeps ${pct(salf.retained)} of the gain` : `${-salf.off} block(s) shallower: above the line, it spends ${pct(salf.cost - o.backwardFraction)} more of the backward than needed`;
+      out.push(`SALF's default picks --freeze ${String(salf.boundary)}: ${side}.`);
+    }
+  }
   if (salf) {
     if (full && salf.boundary !== 'none') {
       const lost = full.mean - salf.mean;
@@ -220,6 +279,69 @@ function verdict(t: TaskReport): string[] {
   }
   if (!t.complete) out.push('**Incomplete**: some runs are missing, so these lines may change.');
   return out;
+}
+
+/** SALF's variants against the 90% line across tasks: what the evidence says about method.md's open choices. */
+export interface Settled {
+  /** Per variant (no budget): mean |blocks past the line| over the tasks that have it, and how many tasks it keeps ≥ 90% on. */
+  variants: { method: string; deviation: string; strategy: string; tasks: number; meanAbsOff: number; kept: number }[];
+  /** The variant nearest the line on every task that has a line (cosine and lens run on all tasks), ties to the shipped default. */
+  nearest: string | null;
+  policies: { label: string; meanAbsOff: number; kept: number; n: number }[];
+}
+
+export function settle(reports: TaskReport[]): Settled {
+  const withLine = reports.filter((t) => t.line);
+  const variants: Settled['variants'] = [];
+  const names = [...new Set(withLine.flatMap((t) => t.methods.filter((m) => m.kind === 'salf' && !m.budget).map((m) => m.method)))];
+  for (const name of names) {
+    const rows = withLine.map((t) => t.methods.find((m) => m.method === name)).filter((m): m is MethodRow => m !== undefined && m.off !== null);
+    if (!rows.length) continue;
+    variants.push({ method: name, deviation: rows[0]!.deviation!, strategy: rows[0]!.strategy!, tasks: rows.length, meanAbsOff: meanAbs(rows.map((m) => m.off!)), kept: rows.filter((m) => m.retained! >= RETAIN_LINE - 1e-12).length });
+  }
+  const everywhere = variants.filter((v) => v.tasks === withLine.length);
+  let nearest: string | null = null;
+  if (everywhere.length) {
+    const best = Math.min(...everywhere.map((v) => v.meanAbsOff));
+    const tied = everywhere.filter((v) => v.meanAbsOff <= best + 1e-9);
+    nearest = (tied.find((v) => v.method === DEFAULT_SALF) ?? tied[0]!).method;
+  }
+  const policies = [{ label: 'no budget', budget: undefined, pad: undefined }, { label: 'budget 50%', budget: '50%', pad: undefined }, { label: 'budget 50% + pad', budget: '50%', pad: true }].map((p) => {
+    const rows = withLine.flatMap((t) => t.methods.filter((m) => m.kind === 'salf' && m.budget === p.budget && !!m.pad === !!p.pad && m.off !== null));
+    return { label: p.label, meanAbsOff: rows.length ? meanAbs(rows.map((m) => m.off!)) : NaN, kept: rows.filter((m) => m.retained! >= RETAIN_LINE - 1e-12).length, n: rows.length };
+  });
+  return { variants, nearest, policies };
+}
+
+function settleSection(reports: TaskReport[]): string[] {
+  const st = settle(reports);
+  if (!st.variants.length) return [];
+  const L: string[] = [`### Against the ${pct(RETAIN_LINE)} line: what settles method.md's open choices`, ''];
+  L.push(`Regret alone cannot rank the variants when the oracle's quality falls steadily with K: every boundary is then the best at its own cost, and every pick has regret 0. So each pick is also measured against the task's ${pct(RETAIN_LINE)} line, the cheapest boundary that keeps ${pct(RETAIN_LINE)} of full fine-tuning's gain over freezing every block (after Lee et al. 2019, where the last quarter of the layers gave about 90% of full quality): "blocks past the line" is how many blocks deeper (+, quality lost) or shallower (−, backward spent for nothing) the pick is. --freeze none counts as depth −1.`, '');
+  L.push(`| SALF variant (no budget) | ${reports.map((t) => t.task).join(' | ')} | mean \|blocks past\| | tasks keeping ≥ ${pct(RETAIN_LINE)} |`, `| --- | ${reports.map(() => '---:').join(' | ')} | ---: | ---: |`);
+  for (const v of [...st.variants].sort((a, b) => a.meanAbsOff - b.meanAbsOff)) {
+    const cells = reports.map((t) => {
+      const m = t.methods.find((x) => x.method === v.method);
+      return m ? `${String(m.boundary)} (${fmtOff(m.off)})` : '–';
+    });
+    L.push(`| ${v.method === DEFAULT_SALF ? `**${v.method}** (default)` : v.method} | ${cells.join(' | ')} | ${v.meanAbsOff.toFixed(2)} | ${v.kept} of ${v.tasks} |`);
+  }
+  L.push('');
+  const by = (key: 'deviation' | 'strategy') => [...new Set(st.variants.map((v) => v[key]))].map((k) => {
+    const vs = st.variants.filter((v) => v[key] === k);
+    return `${k} ${mean(vs.map((v) => v.meanAbsOff)).toFixed(2)}`;
+  }).join(', ');
+  L.push(`- Mean |blocks past the line| by gain strategy (over deviations): ${by('strategy')}.`);
+  L.push(`- By deviation (over gain strategies; contrastive runs on the classification tasks only): ${by('deviation')}.`);
+  const secs = [...new Set(reports.flatMap((t) => Object.keys(t.analysisSeconds)))].map((d) => {
+    const xs = reports.map((t) => t.analysisSeconds[d]).filter((x): x is number => x !== undefined);
+    return `${d} ${mean(xs).toFixed(0)} s`;
+  });
+  if (secs.length) L.push(`- What an analysis costs (mean seconds per task on this machine, the forward over the data included): ${secs.join(', ')}.`);
+  L.push(`- Budget policies, over every SALF variant and task: ${st.policies.map((p) => `${p.label} ${Number.isNaN(p.meanAbsOff) ? '–' : p.meanAbsOff.toFixed(2)} (${p.kept} of ${p.n} picks keep ≥ ${pct(RETAIN_LINE)})`).join('; ')}.`);
+  if (st.nearest) L.push(`- Nearest the line over all tasks (ties go to the shipped default): **${st.nearest}**.`);
+  L.push('');
+  return L;
 }
 
 /** Scores are higher-is-better; code's is −loss: show the loss. */
@@ -249,6 +371,10 @@ export function renderTaskSvg(t: TaskReport): string {
   for (const v of ticks(0, x1)) parts.push(`<text x="${sx(v)}" y="${H - m.b + 16}" text-anchor="middle" font-size="11">${Math.round(v * 100)}%</text>`);
   parts.push(`<text x="${(m.l + W - m.r) / 2}" y="${H - 12}" text-anchor="middle" font-size="12">backward FLOPs per step, % of full fine-tuning (probe included)</text>`);
   const curve = [...t.oracle].sort((a, b) => a.backwardFraction - b.backwardFraction);
+  if (t.line) {
+    const ly = sy(y(t.line.threshold));
+    parts.push(`<line x1="${m.l}" x2="${W - m.r}" y1="${ly}" y2="${ly}" stroke="#888" stroke-dasharray="5,4"/><text x="${W - m.r - 4}" y="${ly - 4}" text-anchor="end" font-size="10" fill="#666">${pct(RETAIN_LINE)} of full fine-tuning's gain</text>`);
+  }
   parts.push(`<polyline fill="none" stroke="#1f77b4" stroke-width="1.5" points="${curve.map((o) => `${sx(o.backwardFraction)},${sy(y(o.mean))}`).join(' ')}"/>`);
   for (const o of curve) {
     parts.push(`<line x1="${sx(o.backwardFraction)}" x2="${sx(o.backwardFraction)}" y1="${sy(y(o.mean - o.sd))}" y2="${sy(y(o.mean + o.sd))}" stroke="#1f77b4"/>`);
@@ -270,6 +396,8 @@ export function renderTaskSvg(t: TaskReport): string {
 }
 
 const pct = (x: number) => `${(100 * x).toFixed(0)}%`;
+const fmtOff = (x: number | null) => (x === null ? '–' : x === 0 ? '0' : `${x > 0 ? '+' : '−'}${+Math.abs(x).toFixed(2)}`);
+const meanAbs = (xs: number[]) => mean(xs.map(Math.abs));
 
 /** The markdown for all tasks (charts referenced by file name). */
 export function renderExperimentsMd(r: StoredResults, reports: TaskReport[], meta: { commit: string; chartPath: (task: TaskName) => string; command: string; elapsed?: string; g2?: G2Transfer | null }): string {
@@ -291,11 +419,11 @@ export function renderExperimentsMd(r: StoredResults, reports: TaskReport[], met
     for (const o of t.oracle) L.push(`| ${o.boundary} | ${q(o.mean)} ± ${o.sd.toFixed(4)} | ${o.scores.map(q).join(', ')} | ${pct(o.backwardFraction)} | ${o.msPerStep.toFixed(0)} | ${o.gpuMiB.toFixed(1)} |`);
     L.push('');
     L.push('### Methods on the oracle curve', '');
-    L.push(`| method | --freeze | ${lm ? 'loss' : 'macro-F1'} | cost | saving | regret |`, '| --- | --- | ---: | ---: | ---: | ---: |');
+    L.push(`| method | --freeze | ${lm ? 'loss' : 'macro-F1'} | cost | saving | regret | gain kept | blocks past the ${pct(RETAIN_LINE)} line |`, '| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |');
     const order = [...t.methods].sort((a, b) => (a.kind === b.kind ? 0 : a.kind === 'baseline' ? -1 : 1));
     for (const m of order) {
       const K = m.perSeed ? Object.values(m.perSeed).join('/') : String(m.boundary);
-      L.push(`| ${m.method === DEFAULT_SALF ? `**${m.method}** (default)` : m.method}${m.note ? ` (${m.note})` : ''} | ${K} | ${q(m.mean)} | ${pct(m.cost)} | ${pct(m.saving)} | ${(lm ? m.regret : m.regret).toFixed(4)} |`);
+      L.push(`| ${m.method === DEFAULT_SALF ? `**${m.method}** (default)` : m.method}${m.note ? ` (${m.note})` : ''} | ${K} | ${q(m.mean)} | ${pct(m.cost)} | ${pct(m.saving)} | ${m.regret.toFixed(4)} | ${m.retained === null ? '–' : pct(m.retained)} | ${fmtOff(m.off)} |`);
     }
     L.push('');
   }
@@ -311,12 +439,15 @@ export function renderExperimentsMd(r: StoredResults, reports: TaskReport[], met
     L.push(`| ${name === DEFAULT_SALF ? `**${name}** (default)` : name} | ${rows.map((m) => (m ? m.regret.toFixed(4) : '–')).join(' | ')} | ${pct(mean(have.map((m) => m.saving)))} |`);
   }
   L.push('');
+  L.push(...settleSection(reports));
   if (meta.g2) {
     const g = meta.g2;
     L.push(`### g2's constants: fitted on ${g.fitTask}, tested on the others`, '');
-    L.push(`Grid of ${g.candidates} candidates (A, α, β, E), cosine deviations; the lowest regret on ${g.fitTask}'s oracle wins (the shipped defaults A = ${G2_DEFAULTS.A}, α = ${G2_DEFAULTS.alpha}, β = ${G2_DEFAULTS.beta}, E = ${G2_DEFAULTS.E} first, so they win ties). Fitted: A = ${g.params.A}, α = ${g.params.alpha}, β = ${g.params.beta}, E = ${g.params.E}.`, '');
-    L.push('| task | role | --freeze (fitted) | regret (fitted) | --freeze (defaults) | regret (defaults) |', '| --- | --- | ---: | ---: | ---: | ---: |');
-    for (const t of g.tasks) L.push(`| ${t.task} | ${t.task === g.fitTask ? 'fit' : 'test'} | ${t.fitted.K} | ${t.fitted.regret?.toFixed(4) ?? '–'} | ${t.defaults.K} | ${t.defaults.regret?.toFixed(4) ?? '–'} |`);
+    L.push(`Grid of ${g.candidates} candidates (A, α, β, E), cosine deviations; the candidate whose boundary lands nearest ${g.fitTask}'s ${pct(RETAIN_LINE)} line wins (the shipped defaults A = ${G2_DEFAULTS.A}, α = ${G2_DEFAULTS.alpha}, β = ${G2_DEFAULTS.beta}, E = ${G2_DEFAULTS.E} first, so they win ties). Fitted: A = ${g.params.A}, α = ${g.params.alpha}, β = ${g.params.beta}, E = ${g.params.E}.`, '');
+    L.push(`| task | role | --freeze (fitted) | blocks past the line (fitted) | --freeze (defaults) | blocks past the line (defaults) |`, '| --- | --- | ---: | ---: | ---: | ---: |');
+    for (const t of g.tasks) L.push(`| ${t.task} | ${t.task === g.fitTask ? 'fit' : 'test'} | ${t.fitted.K} | ${fmtOff(t.fitted.off)} | ${t.defaults.K} | ${fmtOff(t.defaults.off)} |`);
+    const test = g.tasks.filter((t) => t.task !== g.fitTask && t.fitted.off !== null && t.defaults.off !== null);
+    if (test.length) L.push('', `On the test task(s), mean |blocks past the line|: fitted ${+meanAbs(test.map((t) => t.fitted.off!)).toFixed(2)}, defaults ${+meanAbs(test.map((t) => t.defaults.off!)).toFixed(2)}.`);
     L.push('');
   }
   return `${L.join('\n')}\n`;
