@@ -135,9 +135,9 @@ describe('g2: B_k = D_k − (A·((N−k)·p)^(−α)·D_f^(−β) + E)', () => {
 });
 
 describe('registry', () => {
-  it('by name, default g1, unknown names listed', () => {
+  it('by name, default g0 (chosen by the experiments), unknown names listed', () => {
     expect(gainStrategyNames()).toEqual(expect.arrayContaining(['g0', 'g1', 'g2']));
-    expect(DEFAULT_GAIN_STRATEGY).toBe('g1');
+    expect(DEFAULT_GAIN_STRATEGY).toBe('g0');
     expect(getGainStrategy('g0')).toBe(g0);
     expect(() => getGainStrategy('g9')).toThrow(/unknown gain strategy 'g9' \(known: g0, g1, g2/);
     expect(computeGains('g0', [3, 2, 0]).gains).toEqual([1, 2]);

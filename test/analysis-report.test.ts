@@ -107,8 +107,9 @@ describe('report', () => {
     expect(text).toMatch(/rule of thumb/);
   });
 
-  it('default strategy g1 reports its fit; plain arrays work without cost', () => {
-    const r = buildReport({ deviations: [1, 0.8, 0.55, 0.45, 0.4, 0.38], metric: 'lens' });
+  it('the default strategy is g0; g1 reports its fit; plain arrays work without cost', () => {
+    expect(buildReport({ deviations: [1, 0.8, 0.55, 0.45, 0.4, 0.38], metric: 'lens' }).strategy.name).toBe('g0');
+    const r = buildReport({ deviations: [1, 0.8, 0.55, 0.45, 0.4, 0.38], metric: 'lens', strategy: 'g1' });
     expect(r.strategy.name).toBe('g1');
     expect(r.cost).toBeNull();
     expect(r.positions).toBeNull();

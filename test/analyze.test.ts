@@ -190,7 +190,7 @@ describe('semfreeze analyze (CLI)', () => {
     for (const s of j.latentSpaces) expect(Number.isFinite(s.deviation)).toBe(true);
     expect(j.blocks).toHaveLength(N);
     for (const b of j.blocks) expect(typeof b.gain).toBe('number');
-    expect(j.strategy.name).toBe('g1');
+    expect(j.strategy.name).toBe('g0');
     const K = j.boundary.freeze;
     expect(Number.isInteger(K) && K >= 0 && K <= N).toBe(true);
     expect(j.positions).toBe(j.analysis.positions);

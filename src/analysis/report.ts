@@ -18,7 +18,7 @@ export interface ReportInput {
   metric?: string;
   /** Whether the final norm was applied to every latent space before measuring (method.md section 1). */
   finalNormApplied?: boolean;
-  /** Gain strategy name (default g1), or an already computed result. */
+  /** Gain strategy name (default DEFAULT_GAIN_STRATEGY), or an already computed result. */
   strategy?: string;
   gains?: GainResult;
   gainContext?: GainContext;
