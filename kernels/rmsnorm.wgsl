@@ -134,3 +134,115 @@ fn backward_params_final(@builtin(global_invocation_id) gid: vec3<u32>) {
   if (ACCUMULATE) { sw += dweight[col]; }
   dweight[col] = sw;
 }
+
+// ---- one row per invocation (CPU adapters) ----------------------------------------------------
+// As in layernorm.wgsl: lane l of a workgroup of RW owns row wg·RW + l and walks it serially, no
+// workgroup memory or barriers; the *_lane4 forms read rows as vec4 (C % 4 = 0).
+override RW: u32 = 8;
+
+@group(0) @binding(0) var<storage, read> inp4: array<vec4<f32>>;
+@group(0) @binding(1) var<storage, read> weight4: array<vec4<f32>>;
+@group(0) @binding(2) var<storage, read_write> out4: array<vec4<f32>>;
+@group(0) @binding(5) var<storage, read> dout4: array<vec4<f32>>;
+@group(0) @binding(6) var<storage, read_write> dx4: array<vec4<f32>>;
+
+fn lane_row(wg: vec3<u32>, nwg: vec3<u32>, lid: u32) -> u32 { return (wg.x + wg.y * nwg.x) * RW + lid; }
+fn hsum(v: vec4<f32>) -> f32 { return (v.x + v.y) + (v.z + v.w); }
+fn gain4(i: u32) -> vec4<f32> {
+  if (PLUS_ONE) { return 1.0 + weight4[i]; }
+  return weight4[i];
+}
+
+fn lane_norm(row: u32) -> f32 {
+  let base = row * p.C;
+  var s = 0.0;
+  for (var i = 0u; i < p.C; i++) {
+    let x = inp[base + i];
+    s += x * x;
+  }
+  let rs = 1.0 / sqrt(s / f32(p.C) + p.eps);
+  for (var i = 0u; i < p.C; i++) { out[base + i] = inp[base + i] * rs * gain(i); }
+  return rs;
+}
+
+fn lane_norm4(row: u32) -> f32 {
+  let C4 = p.C / 4u;
+  let base = row * C4;
+  var s = vec4<f32>(0.0);
+  for (var i = 0u; i < C4; i++) {
+    let x = inp4[base + i];
+    s += x * x;
+  }
+  let rs = 1.0 / sqrt(hsum(s) / f32(p.C) + p.eps);
+  for (var i = 0u; i < C4; i++) { out4[base + i] = inp4[base + i] * rs * gain4(i); }
+  return rs;
+}
+
+@compute @workgroup_size(RW)
+fn forward_lane(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                @builtin(local_invocation_index) lid: u32) {
+  let row = lane_row(wg, nwg, lid);
+  if (row >= p.rows) { return; }
+  rstd[row] = lane_norm(row);
+}
+
+@compute @workgroup_size(RW)
+fn forward_lane_nostats(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                        @builtin(local_invocation_index) lid: u32) {
+  let row = lane_row(wg, nwg, lid);
+  if (row >= p.rows) { return; }
+  _ = lane_norm(row);
+}
+
+@compute @workgroup_size(RW)
+fn forward_lane4(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                 @builtin(local_invocation_index) lid: u32) {
+  let row = lane_row(wg, nwg, lid);
+  if (row >= p.rows) { return; }
+  rstd[row] = lane_norm4(row);
+}
+
+@compute @workgroup_size(RW)
+fn forward_lane4_nostats(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                         @builtin(local_invocation_index) lid: u32) {
+  let row = lane_row(wg, nwg, lid);
+  if (row >= p.rows) { return; }
+  _ = lane_norm4(row);
+}
+
+@compute @workgroup_size(RW)
+fn backward_dx_lane(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                    @builtin(local_invocation_index) lid: u32) {
+  let row = lane_row(wg, nwg, lid);
+  if (row >= p.rows) { return; }
+  let base = row * p.C;
+  let rs = rstd[row];
+  var acc = 0.0;
+  for (var i = 0u; i < p.C; i++) { acc += dout[base + i] * gain(i) * inp[base + i]; }
+  let m = acc * rs / f32(p.C);
+  for (var i = 0u; i < p.C; i++) {
+    let n = inp[base + i] * rs;
+    var v = rs * (dout[base + i] * gain(i) - n * m);
+    if (ACCUMULATE) { v += dx[base + i]; }
+    dx[base + i] = v;
+  }
+}
+
+@compute @workgroup_size(RW)
+fn backward_dx_lane4(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                     @builtin(local_invocation_index) lid: u32) {
+  let row = lane_row(wg, nwg, lid);
+  if (row >= p.rows) { return; }
+  let C4 = p.C / 4u;
+  let base = row * C4;
+  let rs = rstd[row];
+  var acc = vec4<f32>(0.0);
+  for (var i = 0u; i < C4; i++) { acc += dout4[base + i] * gain4(i) * inp4[base + i]; }
+  let m = hsum(acc) * rs / f32(p.C);
+  for (var i = 0u; i < C4; i++) {
+    let n = inp4[base + i] * rs;
+    var v = rs * (dout4[base + i] * gain4(i) - n * m);
+    if (ACCUMULATE) { v += dx4[base + i]; }
+    dx4[base + i] = v;
+  }
+}

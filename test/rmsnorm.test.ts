@@ -74,7 +74,7 @@ interface RunOpts {
   plusOne?: boolean;
   accumulate?: boolean;
   accumulateParams?: boolean;
-  wg?: number;
+  wg?: number | 'lane';
   eps?: number;
   init?: { dx: Float32Array; dweight: Float32Array };
 }
@@ -107,7 +107,7 @@ async function runGpu(rt: Runtime, rows: number, C: number, inp: Inputs, opts: R
 }
 
 /** Runs the GPU forward+backward and checks everything against the float64 reference. */
-async function checkAgainstReference(rt: Runtime, rows: number, C: number, plusOne: boolean, wg?: number): Promise<void> {
+async function checkAgainstReference(rt: Runtime, rows: number, C: number, plusOne: boolean, wg?: number | 'lane'): Promise<void> {
   const seed = freshSeed();
   const inp = inputs(seed, rows, C, plusOne);
   const g = await runGpu(rt, rows, C, inp, { plusOne, wg });
@@ -145,6 +145,14 @@ describe('rmsnorm', () => {
       await checkAgainstReference(rt, 3, 2304, true, wg);
     });
   }
+
+  // One row per invocation (software adapters' default): scalar at C = 5, vec4 at 2304 and 36.
+  it('lane kernels, one row per invocation (37x5, 3x2304, 19x36)', async () => {
+    const rt = await runtime();
+    await checkAgainstReference(rt, 37, 5, false, 'lane');
+    await checkAgainstReference(rt, 3, 2304, true, 'lane');
+    await checkAgainstReference(rt, 19, 36, false, 'lane');
+  });
 
   it('more than 65535 rows (2-D grid), rows not a multiple of the dweight row chunk', async () => {
     const rt = await runtime();
@@ -185,7 +193,7 @@ describe('rmsnorm', () => {
       const rstd = mem.upload('t.rstd', poison(rows));
       const d1 = await rmsnormForward(rt, { rows, C, inp: x, weight, out, rstd, plusOne });
       const d2 = await rmsnormForward(rt, { rows, C, inp: x, weight, out: out2, plusOne });
-      expect(d2.bound.kernel.entry).toBe('forward_nostats');
+      expect(d2.bound.kernel.entry).toMatch(/^forward(_lane4?)?_nostats$/);
       await rt.steps.run('rmsnorm-nostats', [d1, d2]);
       const a = await mem.readFloat32(out);
       const b = await mem.readFloat32(out2);

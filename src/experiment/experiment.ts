@@ -64,7 +64,7 @@ export interface AnalysisRecord {
   deviation: string;
   deviations: number[];
   dataSize: number;
-  /** The default analysis's own choice (gain strategy g1 unless changed). */
+  /** The analysis's own choice, with the default gain strategy of the commit that made the record. */
   freeze: number;
   seconds: number;
 }

@@ -24,12 +24,12 @@ export function layernormRowLayout(rt: Runtime): number | 'lane' {
   return rt.gpu.info.isSoftware ? 'lane' : layernormRowWG(rt);
 }
 
-/** Rows per workgroup in the lane kernels. */
-const LANE_ROWS = 8;
+/** Rows per workgroup in the lane kernels (layernorm and rmsnorm). */
+export const LANE_ROWS = 8;
 
 const byteOffset = (b: BufferBinding): number => ('buffer' in b ? b.offset ?? 0 : 0);
 /** The lane kernels' vec4 form: C a multiple of 4 and every row binding 16-byte aligned. */
-const vec4Rows = (C: number, ...bs: BufferBinding[]) => C % 4 === 0 && bs.every((b) => byteOffset(b) % 16 === 0);
+export const vec4Rows = (C: number, ...bs: BufferBinding[]) => C % 4 === 0 && bs.every((b) => byteOffset(b) % 16 === 0);
 /** Columns per workgroup in the dgamma/dbeta kernels. */
 export const LAYERNORM_CW = 64;
 

@@ -6,6 +6,7 @@
 import { fitWorkgroup, type BufferBinding } from '../gpu/kernels.ts';
 import { grid, type Dispatch } from '../gpu/step.ts';
 import type { Runtime } from '../gpu/runtime.ts';
+import { LANE_ROWS, layernormRowLayout, vec4Rows } from './layernorm.ts';
 import { rowChunkPlan } from './reduce.ts';
 
 /**
@@ -36,8 +37,8 @@ export interface RmsnormForwardArgs {
   eps?: number;
   /** Gemma: scale by (1 + weight) instead of weight. */
   plusOne?: boolean;
-  /** Invocations per row (power of two ≤ 256); default rmsnormRowWG(rt). */
-  wg?: number;
+  /** Invocations per row (power of two ≤ 256), or 'lane' (one row per invocation); default as layernormRowLayout(rt). */
+  wg?: number | 'lane';
 }
 
 function checkShape(name: string, rows: number, C: number): void {
@@ -51,8 +52,17 @@ export async function rmsnormForward(rt: Runtime, args: RmsnormForwardArgs): Pro
   const { rows, C } = args;
   checkShape('rmsnormForward', rows, C);
   const save = !!args.rstd;
+  const layout = args.wg ?? (layernormRowLayout(rt) === 'lane' ? 'lane' : rmsnormRowWG(rt));
+  if (layout === 'lane') {
+    const v4 = vec4Rows(C, args.inp, args.weight, args.out);
+    const kernel = await rt.kernels.kernel('rmsnorm', `forward_lane${v4 ? '4' : ''}${save ? '' : '_nostats'}`, { RW: LANE_ROWS, PLUS_ONE: !!args.plusOne });
+    const buffers: Record<string, BufferBinding> = v4 ? { inp4: args.inp, weight4: args.weight, out4: args.out } : { inp: args.inp, weight: args.weight, out: args.out };
+    if (save) buffers.rstd = args.rstd!;
+    const bound = rt.kernels.bind(kernel, buffers, { rows, C, eps: args.eps ?? RMSNORM_DEFAULT_EPS });
+    return { bound, workgroups: grid(Math.ceil(rows / LANE_ROWS)) };
+  }
   const kernel = await rt.kernels.kernel('rmsnorm', save ? 'forward' : 'forward_nostats', {
-    WG: checkWG('rmsnormForward', args.wg ?? rmsnormRowWG(rt)),
+    WG: checkWG('rmsnormForward', layout),
     PLUS_ONE: !!args.plusOne,
   });
   const buffers: Record<string, BufferBinding> = { inp: args.inp, weight: args.weight, out: args.out };
@@ -77,15 +87,25 @@ export interface RmsnormBackwardDxArgs {
   accumulate?: boolean;
   /** Gemma's (1 + weight); must match the forward. */
   plusOne?: boolean;
-  /** Invocations per row (power of two ≤ 256); default rmsnormRowWG(rt). */
-  wg?: number;
+  /** Invocations per row (power of two ≤ 256), or 'lane'; default as layernormRowLayout(rt). */
+  wg?: number | 'lane';
 }
 
 export async function rmsnormBackwardDx(rt: Runtime, args: RmsnormBackwardDxArgs): Promise<Dispatch> {
   const { rows, C } = args;
   checkShape('rmsnormBackwardDx', rows, C);
+  const layout = args.wg ?? (layernormRowLayout(rt) === 'lane' ? 'lane' : rmsnormRowWG(rt));
+  if (layout === 'lane') {
+    const v4 = vec4Rows(C, args.inp, args.weight, args.dout, args.dx);
+    const kernel = await rt.kernels.kernel('rmsnorm', v4 ? 'backward_dx_lane4' : 'backward_dx_lane', { RW: LANE_ROWS, ACCUMULATE: !!args.accumulate, PLUS_ONE: !!args.plusOne });
+    const buffers: Record<string, BufferBinding> = v4
+      ? { dout4: args.dout, inp4: args.inp, weight4: args.weight, rstd: args.rstd, dx4: args.dx }
+      : { dout: args.dout, inp: args.inp, weight: args.weight, rstd: args.rstd, dx: args.dx };
+    const bound = rt.kernels.bind(kernel, buffers, { rows, C, eps: 0 });
+    return { bound, workgroups: grid(Math.ceil(rows / LANE_ROWS)) };
+  }
   const kernel = await rt.kernels.kernel('rmsnorm', 'backward_dx', {
-    WG: checkWG('rmsnormBackwardDx', args.wg ?? rmsnormRowWG(rt)),
+    WG: checkWG('rmsnormBackwardDx', layout),
     ACCUMULATE: !!args.accumulate,
     PLUS_ONE: !!args.plusOne,
   });
