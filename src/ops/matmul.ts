@@ -117,12 +117,15 @@ function blocks(rows: number, perRow: number, cols: number, perCol: number, maxW
  * one per block past 65535 workgroups per dimension.
  */
 export async function transpose(rt: Runtime, a: { inp: BufferBinding; out: BufferBinding; rows: number; cols: number; ldi?: number; ldo?: number; inOff?: number }): Promise<Dispatch[]> {
-  const kernel = await rt.kernels.kernel('transpose', 'transpose');
   const ldi = a.ldi ?? a.cols;
   const ldo = a.ldo ?? a.rows;
+  // vec4 loads and stores when every dimension, stride and offset is a multiple of 4 (block starts
+  // are multiples of maxWorkgroups·32, so they keep that).
+  const v4 = aligned(a.rows, a.cols, ldi, ldo, a.inOff ?? 0);
+  const kernel = await rt.kernels.kernel('transpose', v4 ? 'transpose4' : 'transpose');
   const tile = 4 * TRANSPOSE_WG;
   return blocks(a.rows, tile, a.cols, tile, maxWorkgroups(rt)).map((k) => ({
-    bound: rt.kernels.bind(kernel, { inp: a.inp, out: a.out }, { rows: k.rows, cols: k.cols, ldi, ldo, inOff: (a.inOff ?? 0) + k.r0 * ldi + k.c0, outOff: k.c0 * ldo + k.r0 }),
+    bound: rt.kernels.bind(kernel, v4 ? { inp4: a.inp, out4: a.out } : { inp: a.inp, out: a.out }, { rows: k.rows, cols: k.cols, ldi, ldo, inOff: (a.inOff ?? 0) + k.r0 * ldi + k.c0, outOff: k.c0 * ldo + k.r0 }),
     workgroups: k.workgroups,
   }));
 }
