@@ -72,31 +72,42 @@ fn linear(wg: vec3<u32>, nwg: vec3<u32>, lid: vec3<u32>) -> u32 {
   return (wg.x + wg.y * nwg.x) * WG + lid.x;
 }
 
+// One AdamW update of up to four elements (component-wise: the scalar kernel passes its element as
+// x and keeps x). Returns the new θ, m and v.
+struct Adam { theta: vec4<f32>, m: vec4<f32>, v: vec4<f32> }
+
+fn adamw_update(g: vec4<f32>, theta0: vec4<f32>, mo: vec4<f32>, vo: vec4<f32>) -> Adam {
+  var theta = theta0;
+  if (DECAY) { theta = theta * hp.decayMul; }
+  let mi = fma(vec4<f32>(hp.oneMinusBeta1), g - mo, mo);
+  var vi = vo * hp.beta2;
+  vi = vi + (hp.oneMinusBeta2 * g) * g;
+  let d = sqrt(vi) / hp.bc2Sqrt + hp.eps;
+  theta = theta + (hp.negStepSize * mi) / d;
+  return Adam(theta, mi, vi);
+}
+
+fn sgd_update(g0: vec4<f32>, theta: vec4<f32>) -> vec4<f32> {
+  var g = g0;
+  if (DECAY) { g = fma(theta, vec4<f32>(hp.decayMul), g); }
+  return fma(g, vec4<f32>(hp.negLr), theta);
+}
+
 @compute @workgroup_size(WG)
 fn adamw(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
   let i = p.off + linear(wg, nwg, lid);
   if (i >= p.off + p.n) { return; }
-  let g = grad[i] * scale[0];
-  var theta = param[i];
-  if (DECAY) { theta = theta * hp.decayMul; }
-  let mi = fma(hp.oneMinusBeta1, g - m[i], m[i]);
-  var vi = v[i] * hp.beta2;
-  vi = vi + (hp.oneMinusBeta2 * g) * g;
-  let d = sqrt(vi) / hp.bc2Sqrt + hp.eps;
-  theta = theta + (hp.negStepSize * mi) / d;
-  m[i] = mi;
-  v[i] = vi;
-  param[i] = theta;
+  let r = adamw_update(vec4<f32>(grad[i] * scale[0]), vec4<f32>(param[i]), vec4<f32>(m[i]), vec4<f32>(v[i]));
+  m[i] = r.m.x;
+  v[i] = r.v.x;
+  param[i] = r.theta.x;
 }
 
 @compute @workgroup_size(WG)
 fn sgd(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
   let i = p.off + linear(wg, nwg, lid);
   if (i >= p.off + p.n) { return; }
-  var g = grad[i] * scale[0];
-  let theta = param[i];
-  if (DECAY) { g = fma(theta, hp.decayMul, g); }
-  param[i] = fma(g, hp.negLr, theta);
+  param[i] = sgd_update(vec4<f32>(grad[i] * scale[0]), vec4<f32>(param[i])).x;
 }
 
 // The same updates four elements at a time (component-wise, so every element gets exactly the scalar
@@ -110,21 +121,13 @@ fn first4(wg: vec3<u32>, nwg: vec3<u32>, lid: vec3<u32>) -> u32 {
 fn adamw4(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
   let i0 = first4(wg, nwg, lid);
   let s = scale[0];
-  for (var r = 0u; r < V4; r++) {
-    let i = i0 + r * WG;
+  for (var k = 0u; k < V4; k++) {
+    let i = i0 + k * WG;
     if (i < p.n) {
-      let g = grad4[i] * s;
-      var theta = param4[i];
-      if (DECAY) { theta = theta * hp.decayMul; }
-      let mo = m4[i];
-      let mi = fma(vec4<f32>(hp.oneMinusBeta1), g - mo, mo);
-      var vi = v4[i] * hp.beta2;
-      vi = vi + (hp.oneMinusBeta2 * g) * g;
-      let d = sqrt(vi) / hp.bc2Sqrt + hp.eps;
-      theta = theta + (hp.negStepSize * mi) / d;
-      m4[i] = mi;
-      v4[i] = vi;
-      param4[i] = theta;
+      let r = adamw_update(grad4[i] * s, param4[i], m4[i], v4[i]);
+      m4[i] = r.m;
+      v4[i] = r.v;
+      param4[i] = r.theta;
     }
   }
 }
@@ -133,14 +136,9 @@ fn adamw4(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: ve
 fn sgd4(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
   let i0 = first4(wg, nwg, lid);
   let s = scale[0];
-  for (var r = 0u; r < V4; r++) {
-    let i = i0 + r * WG;
-    if (i < p.n) {
-      var g = grad4[i] * s;
-      let theta = param4[i];
-      if (DECAY) { g = fma(theta, vec4<f32>(hp.decayMul), g); }
-      param4[i] = fma(g, vec4<f32>(hp.negLr), theta);
-    }
+  for (var k = 0u; k < V4; k++) {
+    let i = i0 + k * WG;
+    if (i < p.n) { param4[i] = sgd_update(grad4[i] * s, param4[i]); }
   }
 }
 

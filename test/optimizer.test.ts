@@ -212,6 +212,18 @@ describe('AdamW', () => {
     expect(agree.maxUlp1, `seed ${r.seed}`).toBeLessThanOrEqual(4);
   });
 
+  it('the vec4 kernels are the scalar ones element by element: bit-identical θ, m, v after 5 steps (clipped)', async () => {
+    const seed = freshSeed();
+    const sizes = [1037, 4096, 3];
+    const runs = [];
+    for (const vec4 of [true, false]) runs.push(await runAdam(sizes, [true, false, true], { seed, steps: 5, clip: true, maxGradNorm: 0.5, vec4 }));
+    const bits = (x: Float32Array) => Array.from(new Uint32Array(x.buffer, x.byteOffset, x.length));
+    for (let i = 0; i < sizes.length; i++) {
+      for (const k of ['theta', 'm', 'v'] as const) expect(bits(runs[0]!.gpu[i]![k]), `seed ${seed} w${i} ${k}`).toEqual(bits(runs[1]!.gpu[i]![k]));
+    }
+    for (let t = 0; t < 5; t++) expect(Math.abs(runs[0]!.norms[t]![0] - runs[1]!.norms[t]![0]) / runs[1]!.norms[t]![0]).toBeLessThanOrEqual(1e-6);
+  });
+
   it('weight decay 0 leaves decaying and non-decaying tensors identical', async () => {
     const rt = await runtime();
     const next = rng(freshSeed());
