@@ -340,6 +340,8 @@ function settleSection(reports: TaskReport[]): string[] {
   if (secs.length) L.push(`- What an analysis costs (mean seconds per task on this machine, the forward over the data included): ${secs.join(', ')}.`);
   L.push(`- Budget policies, over every SALF variant and task: ${st.policies.map((p) => `${p.label} ${Number.isNaN(p.meanAbsOff) ? '–' : p.meanAbsOff.toFixed(2)} (${p.kept} of ${p.n} picks keep ≥ ${pct(RETAIN_LINE)})`).join('; ')}.`);
   if (st.nearest) L.push(`- Nearest the line over all tasks (ties go to the shipped default): **${st.nearest}**.`);
+  const shipped = st.variants.find((v) => v.method === DEFAULT_SALF);
+  if (shipped && st.nearest !== DEFAULT_SALF) L.push(`- The shipped default, ${DEFAULT_SALF}, lands ${shipped.meanAbsOff.toFixed(2)} blocks from the line on average; docs/method.md §4 says why it was chosen over the nearest variant.`);
   L.push('');
   return L;
 }
