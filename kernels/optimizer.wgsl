@@ -49,7 +49,7 @@ struct Hyper {
 
 // Per dispatch (fixed at build time): the element count of this tensor (or binding range), and the
 // first element (the scalar entry points; they take the last n mod 4 elements after the vec4 ones).
-// The vec4 entry points count both in vec4s.
+// adamw4 / sgd4 count n in vec4s and start at vec4 0 (off is not read).
 struct Params {
   n: u32,
   off: u32,

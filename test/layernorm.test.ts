@@ -89,6 +89,20 @@ describe('layernorm', () => {
     });
   }
 
+  it('lane kernels past 65535 workgroups (2-D grid): 600001x4', async () => {
+    const rt = await runtime();
+    const [rows, C] = [600_001, 4];
+    const seed = freshSeed();
+    const inp = inputs(seed, rows, C);
+    const g = await runGpu(rt, rows, C, inp, { wg: 'lane' });
+    const ref = refForward(f64(inp.x), f64(inp.gamma), f64(inp.beta), rows, C);
+    const rb = refBackward(f64(inp.dout), f64(inp.x), ref.mean, ref.rstd, f64(inp.gamma), rows, C);
+    expectWritten(seed, 'out', g.out);
+    expectWritten(seed, 'dx', g.dx);
+    expectRel(seed, 'out lane 2-D', g.out, ref.out, 1e-5);
+    expectRel(seed, 'dx lane 2-D', g.dx, rb.dx, 1e-4);
+  });
+
   it('forward without saved statistics matches forward', async () => {
     const rt = await runtime();
     const seed = freshSeed();

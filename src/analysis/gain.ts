@@ -246,9 +246,11 @@ function g1Compute(name: string, sign: 1 | -1, D: readonly number[]): GainResult
 /**
  * Constants of g2's fine-tuning law (Zhang et al. 2024's multiplicative form
  * L̂(X, D_f) = A·X^(−α)·D_f^(−β) + E, with X = trainable parameters).
- * The defaults are PLACEHOLDERS, not fitted values from the paper (its constants are per task and model
- * and do not transfer): A = 1, α = 0.1, β = 0.1, E = 0, which puts the predicted term at O(0.05) for
- * GPT-2 small (p ≈ 7.1·10⁶ parameters per block) and D_f ≈ 10⁶ tokens. Override via ctx.params.
+ * The defaults are not fitted values from the paper (its constants are per task and model and do not
+ * transfer): A = 1, α = 0.1, β = 0.1, E = 0, which puts the predicted term at O(0.05) for GPT-2 small
+ * (p ≈ 7.1·10⁶ parameters per block) and D_f ≈ 10⁶ tokens. The experiments' fit on the code task
+ * (EXPERIMENTS.md) kept them: no candidate of its grid landed nearer that task's 90% line. That is
+ * weak evidence, not a fit. Override via ctx.params.
  */
 export interface G2Params {
   A: number;

@@ -8,7 +8,7 @@ import { buildReport } from '../analysis/report.ts';
 import type { ModelConfig } from '../model/config.ts';
 import { ticks } from '../util/linechart.ts';
 import { boundariesFor, boundaryKey, type AnalysisRecord, type ExperimentSettings, type ProbeRecord } from './experiment.ts';
-import { fixedBaselines, probeBaselines, salfChoices, salfMethodName, type MethodChoice } from './methods.ts';
+import { BUDGET_POLICIES, fixedBaselines, probeBaselines, salfChoices, salfMethodName, type MethodChoice } from './methods.ts';
 import type { RunRecord } from './runs.ts';
 import { TASKS, type TaskName } from './tasks.ts';
 
@@ -143,7 +143,8 @@ export function taskReport(r: StoredResults, task: TaskName): TaskReport {
       cost = o.backwardFraction;
     }
     const m = mean(scores);
-    const depth = c.boundary === 'expected' ? N / 2 : c.perSeed ? mean(Object.values(c.perSeed).map(depthOf)) : depthOf(c.boundary);
+    // The random boundary's depth: the mean over the same oracle points its score averages.
+    const depth = c.boundary === 'expected' ? mean(oracle.filter((o) => o.boundary !== 'none').map((o) => depthOf(o.boundary))) : c.perSeed ? mean(Object.values(c.perSeed).map(depthOf)) : depthOf(c.boundary);
     methods.push({
       ...c, mean: m, sd: sd(scores), cost, regret: curveAtCost(cost) - m, saving: 1 - cost,
       retained: retainedOf ? retainedOf(m) : null, off: line ? depth - depthOf(line.boundary) : null,
@@ -306,7 +307,7 @@ export function settle(reports: TaskReport[]): Settled {
     const tied = everywhere.filter((v) => v.meanAbsOff <= best + 1e-9);
     nearest = (tied.find((v) => v.method === DEFAULT_SALF) ?? tied[0]!).method;
   }
-  const policies = [{ label: 'no budget', budget: undefined, pad: undefined }, { label: 'budget 50%', budget: '50%', pad: undefined }, { label: 'budget 50% + pad', budget: '50%', pad: true }].map((p) => {
+  const policies = BUDGET_POLICIES.map((p) => {
     const rows = withLine.flatMap((t) => t.methods.filter((m) => m.kind === 'salf' && m.budget === p.budget && !!m.pad === !!p.pad && m.off !== null));
     return { label: p.label, meanAbsOff: rows.length ? meanAbs(rows.map((m) => m.off!)) : NaN, kept: rows.filter((m) => m.retained! >= RETAIN_LINE - 1e-12).length, n: rows.length };
   });
