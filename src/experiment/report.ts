@@ -433,13 +433,14 @@ export function renderExperimentsMd(r: StoredResults, reports: TaskReport[], met
   L.push('## Across tasks', '');
   const salfNames = [...new Set(reports.flatMap((t) => t.methods.filter((m) => m.kind === 'salf').map((m) => m.method)))];
   const baseNames = [...new Set(reports.flatMap((t) => t.methods.filter((m) => m.kind === 'baseline').map((m) => m.method)))];
-  L.push('Mean regret and saving over the tasks that have the method (lower regret is better; regret units differ between the loss task and the F1 tasks, so read the per-task tables for magnitudes).', '');
-  L.push(`| method | ${reports.map((t) => `${t.task} regret`).join(' | ')} | mean saving |`, `| --- | ${reports.map(() => '---:').join(' | ')} | ---: |`);
+  L.push(`Regret per task, and the share of full fine-tuning's gain kept against the backward saved, averaged over the tasks that have the method (lower regret is better; regret units differ between the loss task and the F1 tasks, so read the per-task tables for magnitudes). The last two columns are the trade each method makes.`, '');
+  L.push(`| method | ${reports.map((t) => `${t.task} regret`).join(' | ')} | mean gain kept | mean saving |`, `| --- | ${reports.map(() => '---:').join(' | ')} | ---: | ---: |`);
   for (const name of [...baseNames, ...salfNames]) {
     const rows = reports.map((t) => t.methods.find((m) => m.method === name));
     const have = rows.filter((m): m is MethodRow => m !== undefined);
     if (have.length === 0) continue;
-    L.push(`| ${name === DEFAULT_SALF ? `**${name}** (default)` : name} | ${rows.map((m) => (m ? m.regret.toFixed(4) : '–')).join(' | ')} | ${pct(mean(have.map((m) => m.saving)))} |`);
+    const kept = have.filter((m) => m.retained !== null).map((m) => m.retained!);
+    L.push(`| ${name === DEFAULT_SALF ? `**${name}** (default)` : name} | ${rows.map((m) => (m ? m.regret.toFixed(4) : '–')).join(' | ')} | ${kept.length ? pct(mean(kept)) : '–'} | ${pct(mean(have.map((m) => m.saving)))} |`);
   }
   L.push('');
   L.push(...settleSection(reports));
