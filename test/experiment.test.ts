@@ -10,7 +10,7 @@ import { experimentRunCommand, fileStore } from '../src/cli/experiment.ts';
 import { boundaryKey, QUICK_SETTINGS, type ExperimentSettings } from '../src/experiment/experiment.ts';
 import { autoFreezeBoundary, autoRgnBoundary, kneeBoundary, salfChoices } from '../src/experiment/methods.ts';
 import { evenIndices, macroF1 } from '../src/experiment/quality.ts';
-import { DEFAULT_SALF, g2Transfer, offAt, regretAt, settle, taskReport, renderExperimentsMd, renderTaskSvg, type StoredResults } from '../src/experiment/report.ts';
+import { DEFAULT_SALF, g2Transfer, offAt, regretAt, retention, settle, taskReport, renderExperimentsMd, renderTaskSvg, type StoredResults } from '../src/experiment/report.ts';
 import { splitValidation } from '../src/experiment/tasks.ts';
 import { packageRoot } from '../src/platform/node.ts';
 import { fixture } from './util/fixtures.ts';
@@ -120,6 +120,12 @@ describe('the report on hand-made results', () => {
     expect(md).toMatch(/\| fixed half \(K = 1\) \| 1 \| 0\.8550 \| 60% \| 40% \| 0\.0000 \| 143% \| −1 \|/);
     expect(md).toMatch(/\| 1 \| 0\.8550 ± 0\.0071 \| 0\.8500, 0\.8600 \| 60% \|/);
     expect(renderTaskSvg(r)).toMatch(/^<svg[\s\S]*oracle \(mean ± sd over seeds\)[\s\S]*<\/svg>\n$/);
+    expect(renderTaskSvg(r)).toContain("90% of full fine-tuning's gain");
+    // No line without both ends, or when full fine-tuning is no better than freezing every block.
+    const row = (boundary: Boundary, m: number) => ({ boundary, scores: [m], mean: m, sd: 0, msPerStep: 1, gpuMiB: 1, backwardFraction: 0.5 });
+    expect(retention([row('none', 0.8)], 3)).toBeNull();
+    expect(retention([row('none', 0.5), row(3, 0.6)], 3)).toBeNull();
+    expect(retention([row('none', 0.9), row(3, 0.5)], 3)!(0.7)).toBeCloseTo(0.5, 12);
   });
 
   it('says when SALF loses to a baseline beyond the seeds\' spread, and marks missing runs', () => {
