@@ -147,7 +147,7 @@ export function taskReport(r: StoredResults, task: TaskName): TaskReport {
     const depth = c.boundary === 'expected' ? mean(oracle.filter((o) => o.boundary !== 'none').map((o) => depthOf(o.boundary))) : c.perSeed ? mean(Object.values(c.perSeed).map(depthOf)) : depthOf(c.boundary);
     methods.push({
       ...c, mean: m, sd: sd(scores), cost, regret: curveAtCost(cost) - m, saving: 1 - cost,
-      retained: retainedOf ? retainedOf(m) : null, off: line ? depth - depthOf(line.boundary) : null,
+      retained: retainedOf ? retainedOf(m) : null, off: blocksPast(line, depth),
     });
   }
   const spread = oracle.length ? Math.max(...oracle.map((o) => o.sd)) : 0;
@@ -169,9 +169,12 @@ export function retention(oracle: readonly OracleRow[], N: number): ((score: num
   return (score) => (score - floor.mean) / (full.mean - floor.mean);
 }
 
+/** Whether a share of the gain is on the right side of the line. */
+const keepsLine = (retained: number) => retained >= RETAIN_LINE - 1e-12;
+
 /** The cheapest boundary whose mean keeps at least RETAIN_LINE of the gain (full fine-tuning always does). */
 export function retainLine(oracle: readonly OracleRow[], retainedOf: (score: number) => number): { boundary: Boundary; retained: number; threshold: number } {
-  const ok = oracle.filter((o) => retainedOf(o.mean) >= RETAIN_LINE - 1e-12).sort((a, b) => a.backwardFraction - b.backwardFraction);
+  const ok = oracle.filter((o) => keepsLine(retainedOf(o.mean))).sort((a, b) => a.backwardFraction - b.backwardFraction);
   const o = ok[0]!;
   // The score that keeps exactly RETAIN_LINE (retainedOf is affine: invert it from two points).
   const r0 = retainedOf(0);
@@ -187,9 +190,14 @@ export function regretAt(t: TaskReport, K: Boundary): number | null {
   return Math.max(...ok.map((x) => x.mean)) - o.mean;
 }
 
+/** Blocks frozen beyond the 90% line at a depth (negative: fewer); null without a line. */
+function blocksPast(line: TaskReport['line'], depth: number): number | null {
+  return line ? depth - depthOf(line.boundary) : null;
+}
+
 /** Blocks frozen beyond the task's 90% line at K (negative: fewer); null without a line. */
 export function offAt(t: TaskReport, K: Boundary): number | null {
-  return t.line ? depthOf(K) - depthOf(t.line.boundary) : null;
+  return blocksPast(t.line, depthOf(K));
 }
 
 export interface G2Transfer {
@@ -298,7 +306,7 @@ export function settle(reports: TaskReport[]): Settled {
   for (const name of names) {
     const rows = withLine.map((t) => t.methods.find((m) => m.method === name)).filter((m): m is MethodRow => m !== undefined && m.off !== null);
     if (!rows.length) continue;
-    variants.push({ method: name, deviation: rows[0]!.deviation!, strategy: rows[0]!.strategy!, tasks: rows.length, meanAbsOff: meanAbs(rows.map((m) => m.off!)), kept: rows.filter((m) => m.retained! >= RETAIN_LINE - 1e-12).length });
+    variants.push({ method: name, deviation: rows[0]!.deviation!, strategy: rows[0]!.strategy!, tasks: rows.length, meanAbsOff: meanAbs(rows.map((m) => m.off!)), kept: rows.filter((m) => keepsLine(m.retained!)).length });
   }
   const everywhere = variants.filter((v) => v.tasks === withLine.length);
   let nearest: string | null = null;
@@ -309,7 +317,7 @@ export function settle(reports: TaskReport[]): Settled {
   }
   const policies = BUDGET_POLICIES.map((p) => {
     const rows = withLine.flatMap((t) => t.methods.filter((m) => m.kind === 'salf' && m.budget === p.budget && !!m.pad === !!p.pad && m.off !== null));
-    return { label: p.label, meanAbsOff: rows.length ? meanAbs(rows.map((m) => m.off!)) : NaN, kept: rows.filter((m) => m.retained! >= RETAIN_LINE - 1e-12).length, n: rows.length };
+    return { label: p.label, meanAbsOff: rows.length ? meanAbs(rows.map((m) => m.off!)) : NaN, kept: rows.filter((m) => keepsLine(m.retained!)).length, n: rows.length };
   });
   return { variants, nearest, policies };
 }

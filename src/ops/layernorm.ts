@@ -1,35 +1,12 @@
 // LayerNorm program (kernels/layernorm.wgsl): forward with or without saved statistics, backward dx
 // (optionally accumulating into the residual stream's gradient), and deterministic two-pass
 // dgamma/dbeta (optionally accumulating across micro-batches) through a caller-owned scratch buffer.
-import { fitWorkgroup, type BufferBinding } from '../gpu/kernels.ts';
+import type { BufferBinding } from '../gpu/kernels.ts';
 import { grid, type Dispatch } from '../gpu/step.ts';
 import type { Runtime } from '../gpu/runtime.ts';
 import { rowChunkPlan } from './reduce.ts';
+import { laneDispatch, normRowLayout } from './rows.ts';
 
-/**
- * Invocations per row in the workgroup-per-row kernels (forward, backward dx). lavapipe runs a
- * workgroup on one CPU thread, 8 lanes wide, and every barrier switches between its 8-lane groups:
- * one 8-invocation workgroup per row is 2-3x faster there than 64. Hardware adapters get 64.
- */
-export function layernormRowWG(rt: Runtime): number {
-  return fitWorkgroup(rt.gpu.limits, rt.gpu.info.isSoftware ? 8 : 64);
-}
-
-/**
- * How the row kernels map rows to invocations by default: software adapters (CPU SIMD) run one row
- * per invocation with no barriers ('lane', ~3x faster than 8 per row there); hardware adapters a
- * workgroup of layernormRowWG per row.
- */
-export function layernormRowLayout(rt: Runtime): number | 'lane' {
-  return rt.gpu.info.isSoftware ? 'lane' : layernormRowWG(rt);
-}
-
-/** Rows per workgroup in the lane kernels (layernorm and rmsnorm). */
-export const LANE_ROWS = 8;
-
-const byteOffset = (b: BufferBinding): number => ('buffer' in b ? b.offset ?? 0 : 0);
-/** The lane kernels' vec4 form: C a multiple of 4 and every row binding 16-byte aligned. */
-export const vec4Rows = (C: number, ...bs: BufferBinding[]) => C % 4 === 0 && bs.every((b) => byteOffset(b) % 16 === 0);
 /** Columns per workgroup in the dgamma/dbeta kernels. */
 export const LAYERNORM_CW = 64;
 
@@ -49,7 +26,7 @@ export interface LayernormForwardArgs {
   rstd?: BufferBinding;
   /** Default 1e-5 (GPT-2). */
   eps?: number;
-  /** Invocations per row (power of two ≤ 256), or 'lane' (one row per invocation); default layernormRowLayout(rt). */
+  /** Invocations per row (power of two ≤ 256), or 'lane' (one row per invocation); default normRowLayout(rt). */
   wg?: number | 'lane';
 }
 
@@ -65,14 +42,13 @@ export async function layernormForward(rt: Runtime, args: LayernormForwardArgs):
   checkShape('layernormForward', rows, C);
   if (!!args.mean !== !!args.rstd) throw new Error('layernormForward: give both mean and rstd, or neither');
   const save = !!args.mean;
-  const layout = args.wg ?? layernormRowLayout(rt);
+  const layout = args.wg ?? normRowLayout(rt);
   if (layout === 'lane') {
-    const v4 = vec4Rows(C, args.inp, args.gamma, args.beta, args.out);
-    const kernel = await rt.kernels.kernel('layernorm', `forward_lane${v4 ? '4' : ''}${save ? '' : '_nostats'}`, { RW: LANE_ROWS });
-    const buffers: Record<string, BufferBinding> = v4 ? { inp4: args.inp, gamma4: args.gamma, beta4: args.beta, out4: args.out } : { inp: args.inp, gamma: args.gamma, beta: args.beta, out: args.out };
-    if (save) Object.assign(buffers, { mean: args.mean!, rstd: args.rstd! });
-    const bound = rt.kernels.bind(kernel, buffers, { rows, C, eps: args.eps ?? 1e-5 });
-    return { bound, workgroups: grid(Math.ceil(rows / LANE_ROWS)) };
+    return laneDispatch(rt, {
+      file: 'layernorm', entry: (v4) => `forward_lane${v4 ? '4' : ''}${save ? '' : '_nostats'}`, rows, C,
+      rowBuffers: { inp: args.inp, gamma: args.gamma, beta: args.beta, out: args.out },
+      others: save ? { mean: args.mean!, rstd: args.rstd! } : {}, uniforms: { rows, C, eps: args.eps ?? 1e-5 },
+    });
   }
   const kernel = await rt.kernels.kernel('layernorm', save ? 'forward' : 'forward_nostats', { WG: checkWG('layernormForward', layout) });
   const buffers: Record<string, BufferBinding> = { inp: args.inp, gamma: args.gamma, beta: args.beta, out: args.out };
@@ -99,22 +75,20 @@ export interface LayernormBackwardDxArgs {
   dx: BufferBinding;
   /** dx += … (the residual stream's gradient) instead of dx = … */
   accumulate?: boolean;
-  /** Invocations per row (power of two ≤ 256), or 'lane'; default layernormRowLayout(rt). */
+  /** Invocations per row (power of two ≤ 256), or 'lane'; default normRowLayout(rt). */
   wg?: number | 'lane';
 }
 
 export async function layernormBackwardDx(rt: Runtime, args: LayernormBackwardDxArgs): Promise<Dispatch> {
   const { rows, C } = args;
   checkShape('layernormBackwardDx', rows, C);
-  const layout = args.wg ?? layernormRowLayout(rt);
+  const layout = args.wg ?? normRowLayout(rt);
   if (layout === 'lane') {
-    const v4 = vec4Rows(C, args.inp, args.gamma, args.dout, args.dx);
-    const kernel = await rt.kernels.kernel('layernorm', v4 ? 'backward_dx_lane4' : 'backward_dx_lane', { RW: LANE_ROWS, ACCUMULATE: !!args.accumulate });
-    const buffers: Record<string, BufferBinding> = v4
-      ? { dout4: args.dout, inp4: args.inp, gamma4: args.gamma, mean: args.mean, rstd: args.rstd, dx4: args.dx }
-      : { dout: args.dout, inp: args.inp, gamma: args.gamma, mean: args.mean, rstd: args.rstd, dx: args.dx };
-    const bound = rt.kernels.bind(kernel, buffers, { rows, C, eps: 0 });
-    return { bound, workgroups: grid(Math.ceil(rows / LANE_ROWS)) };
+    return laneDispatch(rt, {
+      file: 'layernorm', entry: (v4) => `backward_dx_lane${v4 ? '4' : ''}`, overrides: { ACCUMULATE: !!args.accumulate }, rows, C,
+      rowBuffers: { dout: args.dout, inp: args.inp, gamma: args.gamma, dx: args.dx },
+      others: { mean: args.mean, rstd: args.rstd }, uniforms: { rows, C, eps: 0 },
+    });
   }
   const kernel = await rt.kernels.kernel('layernorm', 'backward_dx', { WG: checkWG('layernormBackwardDx', layout), ACCUMULATE: !!args.accumulate });
   const bound = rt.kernels.bind(

@@ -3,20 +3,12 @@
 // backward dx (optionally accumulating into the residual stream's gradient), and deterministic
 // two-pass dweight (optionally accumulating across micro-batches) through a caller-owned scratch
 // buffer. Shaped like src/ops/layernorm.ts.
-import { fitWorkgroup, type BufferBinding } from '../gpu/kernels.ts';
+import type { BufferBinding } from '../gpu/kernels.ts';
 import { grid, type Dispatch } from '../gpu/step.ts';
 import type { Runtime } from '../gpu/runtime.ts';
-import { LANE_ROWS, layernormRowLayout, vec4Rows } from './layernorm.ts';
 import { rowChunkPlan } from './reduce.ts';
+import { laneDispatch, normRowLayout } from './rows.ts';
 
-/**
- * Invocations per row in the row kernels (forward, backward dx): 8 on software adapters (lavapipe
- * runs a workgroup on one thread, 8 lanes wide, and pays for every barrier), 64 on hardware; the
- * same choice as layernormRowWG.
- */
-export function rmsnormRowWG(rt: Runtime): number {
-  return fitWorkgroup(rt.gpu.limits, rt.gpu.info.isSoftware ? 8 : 64);
-}
 /** Columns per workgroup in the dweight kernels. */
 export const RMSNORM_CW = 64;
 /** LlamaRMSNorm's and Gemma2RMSNorm's default eps (configs give rms_norm_eps; Llama 2 uses 1e-5). */
@@ -37,7 +29,7 @@ export interface RmsnormForwardArgs {
   eps?: number;
   /** Gemma: scale by (1 + weight) instead of weight. */
   plusOne?: boolean;
-  /** Invocations per row (power of two ≤ 256), or 'lane' (one row per invocation); default as layernormRowLayout(rt). */
+  /** Invocations per row (power of two ≤ 256), or 'lane' (one row per invocation); default normRowLayout(rt). */
   wg?: number | 'lane';
 }
 
@@ -52,14 +44,13 @@ export async function rmsnormForward(rt: Runtime, args: RmsnormForwardArgs): Pro
   const { rows, C } = args;
   checkShape('rmsnormForward', rows, C);
   const save = !!args.rstd;
-  const layout = args.wg ?? (layernormRowLayout(rt) === 'lane' ? 'lane' : rmsnormRowWG(rt));
+  const layout = args.wg ?? normRowLayout(rt);
   if (layout === 'lane') {
-    const v4 = vec4Rows(C, args.inp, args.weight, args.out);
-    const kernel = await rt.kernels.kernel('rmsnorm', `forward_lane${v4 ? '4' : ''}${save ? '' : '_nostats'}`, { RW: LANE_ROWS, PLUS_ONE: !!args.plusOne });
-    const buffers: Record<string, BufferBinding> = v4 ? { inp4: args.inp, weight4: args.weight, out4: args.out } : { inp: args.inp, weight: args.weight, out: args.out };
-    if (save) buffers.rstd = args.rstd!;
-    const bound = rt.kernels.bind(kernel, buffers, { rows, C, eps: args.eps ?? RMSNORM_DEFAULT_EPS });
-    return { bound, workgroups: grid(Math.ceil(rows / LANE_ROWS)) };
+    return laneDispatch(rt, {
+      file: 'rmsnorm', entry: (v4) => `forward_lane${v4 ? '4' : ''}${save ? '' : '_nostats'}`, overrides: { PLUS_ONE: !!args.plusOne }, rows, C,
+      rowBuffers: { inp: args.inp, weight: args.weight, out: args.out },
+      others: save ? { rstd: args.rstd! } : {}, uniforms: { rows, C, eps: args.eps ?? RMSNORM_DEFAULT_EPS },
+    });
   }
   const kernel = await rt.kernels.kernel('rmsnorm', save ? 'forward' : 'forward_nostats', {
     WG: checkWG('rmsnormForward', layout),
@@ -87,22 +78,20 @@ export interface RmsnormBackwardDxArgs {
   accumulate?: boolean;
   /** Gemma's (1 + weight); must match the forward. */
   plusOne?: boolean;
-  /** Invocations per row (power of two ≤ 256), or 'lane'; default as layernormRowLayout(rt). */
+  /** Invocations per row (power of two ≤ 256), or 'lane'; default normRowLayout(rt). */
   wg?: number | 'lane';
 }
 
 export async function rmsnormBackwardDx(rt: Runtime, args: RmsnormBackwardDxArgs): Promise<Dispatch> {
   const { rows, C } = args;
   checkShape('rmsnormBackwardDx', rows, C);
-  const layout = args.wg ?? (layernormRowLayout(rt) === 'lane' ? 'lane' : rmsnormRowWG(rt));
+  const layout = args.wg ?? normRowLayout(rt);
   if (layout === 'lane') {
-    const v4 = vec4Rows(C, args.inp, args.weight, args.dout, args.dx);
-    const kernel = await rt.kernels.kernel('rmsnorm', v4 ? 'backward_dx_lane4' : 'backward_dx_lane', { RW: LANE_ROWS, ACCUMULATE: !!args.accumulate, PLUS_ONE: !!args.plusOne });
-    const buffers: Record<string, BufferBinding> = v4
-      ? { dout4: args.dout, inp4: args.inp, weight4: args.weight, rstd: args.rstd, dx4: args.dx }
-      : { dout: args.dout, inp: args.inp, weight: args.weight, rstd: args.rstd, dx: args.dx };
-    const bound = rt.kernels.bind(kernel, buffers, { rows, C, eps: 0 });
-    return { bound, workgroups: grid(Math.ceil(rows / LANE_ROWS)) };
+    return laneDispatch(rt, {
+      file: 'rmsnorm', entry: (v4) => `backward_dx_lane${v4 ? '4' : ''}`, overrides: { ACCUMULATE: !!args.accumulate, PLUS_ONE: !!args.plusOne }, rows, C,
+      rowBuffers: { dout: args.dout, inp: args.inp, weight: args.weight, dx: args.dx },
+      others: { rstd: args.rstd }, uniforms: { rows, C, eps: 0 },
+    });
   }
   const kernel = await rt.kernels.kernel('rmsnorm', 'backward_dx', {
     WG: checkWG('rmsnormBackwardDx', layout),

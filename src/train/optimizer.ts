@@ -88,6 +88,8 @@ interface Piece {
   m: BufferBinding | null;
   v: BufferBinding | null;
   n: number;
+  /** vec4s the vec4 kernels take (⌊n/4⌋, or 0 with opts.vec4 false); the scalar ones take n − 4·n4 from 4·n4. */
+  n4: number;
 }
 
 function bindingParts(b: BufferBinding): { buffer: GPUBuffer; offset: number; size: number | undefined } {
@@ -222,6 +224,7 @@ export class Optimizer {
     }
 
     // Split each tensor into pieces that fit one storage binding.
+    const useVec4 = opts.vec4 ?? true;
     const pieces: Piece[] = [];
     tensors.forEach((t, i) => {
       for (let s = 0; s < t.n; s += maxElems) {
@@ -234,6 +237,7 @@ export class Optimizer {
           m: m[i] ? (whole ? m[i]! : subRange(m[i]!, s, n)) : null,
           v: v[i] ? (whole ? v[i]! : subRange(v[i]!, s, n)) : null,
           n,
+          n4: useVec4 ? Math.floor(n / 4) : 0,
         });
       }
     });
@@ -241,11 +245,10 @@ export class Optimizer {
     const K = rt.kernels;
     const bounds: BoundKernel[] = [];
     const updates: Dispatch[] = [];
-    // Each piece: the vec4 kernel over its first ⌊n/4⌋·4 elements, the scalar one over the rest.
-    const useVec4 = opts.vec4 ?? true;
+    // Each piece: the vec4 kernel over its first n4 vec4s, the scalar one over the rest.
     for (const pc of pieces) {
       const decay = tensors[pc.tensor]!.weightDecay && lambda > 0;
-      const n4 = useVec4 ? Math.floor(pc.n / 4) : 0;
+      const { n4 } = pc;
       const rest = pc.n - 4 * n4;
       if (n4 > 0) {
         const kernel = await K.kernel('optimizer', `${kind}4`, { WG: wg, DECAY: decay, V4 });
@@ -270,9 +273,8 @@ export class Optimizer {
     const chunk = wg * ept;
     const chunk4 = wg * Math.ceil(ept / 4);
     const parts = pieces.map((pc) => {
-      const n4 = useVec4 ? Math.floor(pc.n / 4) : 0;
-      const rest = pc.n - 4 * n4;
-      return { pc, n4, rest, slots4: Math.ceil(n4 / chunk4), slotsRest: Math.ceil(rest / chunk) };
+      const rest = pc.n - 4 * pc.n4;
+      return { pc, n4: pc.n4, rest, slots4: Math.ceil(pc.n4 / chunk4), slotsRest: Math.ceil(rest / chunk) };
     });
     const nSlots = parts.reduce((a, x) => a + x.slots4 + x.slotsRest, 0);
     const partials = mem.storage('optim.partials', nSlots * 4);
