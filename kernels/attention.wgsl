@@ -31,6 +31,10 @@
 // one extra sweep over the keys instead.
 // Memory besides inputs/outputs: stats and dsum, B·nHead·T floats each, instead of B·nHead·T² for
 // stored probabilities (96 KiB vs 12 MiB per layer at B=4, T=256, 12 heads).
+// Short sequences (STORE_P, chosen by the host when the squares are small): backward_q also writes
+// p_ij and dS_ij = p_ij (dO_i·v_j − D_i) σ'_ij into the scratch after D, two B·nHead·T² squares
+// shared by all layers (the backward runs one layer at a time), and backward_kv_stored reads them
+// instead of recomputing scores, exponentials and dO_i·v_j: about half of backward_kv's work.
 //
 // Tuned for lavapipe (shared/design/webgpu-notes.md; bench/attention.ts):
 // - A workgroup is WG = 8 lanes (one lavapipe SIMD vector) owning a tile of rows of one
@@ -70,6 +74,7 @@ override HAS_OUT: bool = true;  // backward_q: D_i from the forward output (else
 override WINDOWED: bool = false; // sliding window p.window (0 < window < T)
 override SOFTCAP: bool = false;  // logit soft-capping with c = p.capL / log2 e
 override GQA: bool = false;      // nKv < nHead (else kv head = query head, one query head per kv head)
+override STORE_P: bool = false;  // backward_q also stores p_ij and dS_ij for backward_kv_stored
 
 const MAXD4: u32 = 64u;         // vec4 chunks per private row: HS ≤ 256
 const NEG: f32 = -3.0e38;       // masked score: exp2(NEG − m) = 0 for any running max m ≥ MINIT
@@ -176,6 +181,21 @@ fn kv_base(b: u32, kh: u32) -> u32 { return b * p.T * p.W + (p.nHead + kh) * HS;
 fn vis(j: u32, i: u32) -> bool {
   if (WINDOWED) { return j <= i && i < j + p.window; }
   return j <= i;
+}
+
+// STORE_P: the scratch holds, after D [B·nHead·T], p_ij then dS_ij as [B·nHead, T, T] squares.
+fn pd_span() -> u32 { return p.B * p.nHead * p.T * p.T; }
+fn pd_row(bh: u32, i: u32) -> u32 { return p.B * p.nHead * p.T + (bh * p.T + i) * p.T; }
+
+// backward_q, STORE_P: p and dS of row i (< T) for keys j..j+3, those below jEnd.
+fn st_pd(bh: u32, i: u32, j: u32, jEnd: u32, pv: vec4<f32>, dv: vec4<f32>) {
+  if (i >= p.T) { return; }
+  let a = pd_row(bh, i) + j;
+  let sp = pd_span();
+  dsum[a] = pv.x; dsum[a + sp] = dv.x;  // j < jEnd: the loop's condition
+  if (j + 1u < jEnd) { dsum[a + 1u] = pv.y; dsum[a + sp + 1u] = dv.y; }
+  if (j + 2u < jEnd) { dsum[a + 2u] = pv.z; dsum[a + sp + 2u] = dv.z; }
+  if (j + 3u < jEnd) { dsum[a + 3u] = pv.w; dsum[a + sp + 3u] = dv.w; }
 }
 
 // First key a tile whose first query row is r0 can see; last query row (exclusive bound) that key
@@ -442,6 +462,12 @@ fn backward_q(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg
     let d1_0 = p1_0 * (e1_0 - D1) * dlogit(s1_0); let d1_1 = p1_1 * (e1_1 - D1) * dlogit(s1_1); let d1_2 = p1_2 * (e1_2 - D1) * dlogit(s1_2); let d1_3 = p1_3 * (e1_3 - D1) * dlogit(s1_3);
     let d2_0 = p2_0 * (e2_0 - D2) * dlogit(s2_0); let d2_1 = p2_1 * (e2_1 - D2) * dlogit(s2_1); let d2_2 = p2_2 * (e2_2 - D2) * dlogit(s2_2); let d2_3 = p2_3 * (e2_3 - D2) * dlogit(s2_3);
     let d3_0 = p3_0 * (e3_0 - D3) * dlogit(s3_0); let d3_1 = p3_1 * (e3_1 - D3) * dlogit(s3_1); let d3_2 = p3_2 * (e3_2 - D3) * dlogit(s3_2); let d3_3 = p3_3 * (e3_3 - D3) * dlogit(s3_3);
+    if (STORE_P) {
+      st_pd(tl.bh, i0, j, jEnd, vec4<f32>(p0_0, p0_1, p0_2, p0_3), vec4<f32>(d0_0, d0_1, d0_2, d0_3));
+      st_pd(tl.bh, i1, j, jEnd, vec4<f32>(p1_0, p1_1, p1_2, p1_3), vec4<f32>(d1_0, d1_1, d1_2, d1_3));
+      st_pd(tl.bh, i2, j, jEnd, vec4<f32>(p2_0, p2_1, p2_2, p2_3), vec4<f32>(d2_0, d2_1, d2_2, d2_3));
+      st_pd(tl.bh, i3, j, jEnd, vec4<f32>(p3_0, p3_1, p3_2, p3_3), vec4<f32>(d3_0, d3_1, d3_2, d3_3));
+    }
     for (var c = 0u; c < n4; c++) {
       let k0 = ld_qkv(a0, c); let k1 = ld_qkv(a1, c); let k2 = ld_qkv(a2, c); let k3 = ld_qkv(a3, c);
       dq0[c] += d0_0 * k0 + d0_1 * k1 + d0_2 * k2 + d0_3 * k3;
@@ -551,4 +577,75 @@ fn backward_kv(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nw
     let db = (tl.b * T + j3) * W + kc;
     for (var c = 0u; c < n4; c++) { st_dqkv(db, c, dk3[c] * p.scale); st_dqkv(db + VO, c, dv3[c]); }
   }
+}
+
+// backward_kv from the p_ij and dS_ij backward_q stored (STORE_P; short sequences, where the two
+// B·nHead·T² squares are cheap): per (i, j) two loads instead of recomputing q_i·k_j, dO_i·v_j and
+// the exponential, and no private k, v rows. Same tiles, order of sums and outputs as backward_kv.
+// Entries backward_q did not write (keys before its tile's first, with a window) are never read:
+// every p, dS is selected on vis.
+@compute @workgroup_size(WG)
+fn backward_kv_stored(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                      @builtin(local_invocation_id) lid: vec3<u32>) {
+  let tl = tile_of(wg, nwg, 4u * WG, false, p.nKv);  // tl.h: a kv head
+  if (!tl.ok) { return; }
+  let T = p.T;
+  let W = p.W;
+  let Cq = p.Cq;
+  let VO = p.nKv * HS;
+  let n4 = nchunks();
+  let last = T - 1u;
+  let sp = pd_span();
+  let grp = select(1u, p.nHead / p.nKv, GQA);
+  let iEnd = query_end(tl.r0 + 4u * WG - 1u);
+  let j0 = tl.r0 + 0u * WG + lid.x; let jq0 = min(j0, last);
+  let j1 = tl.r0 + 1u * WG + lid.x; let jq1 = min(j1, last);
+  let j2 = tl.r0 + 2u * WG + lid.x; let jq2 = min(j2, last);
+  let j3 = tl.r0 + 3u * WG + lid.x; let jq3 = min(j3, last);
+  var dk0: array<vec4<f32>, MAXD4>; var dv0: array<vec4<f32>, MAXD4>;
+  var dk1: array<vec4<f32>, MAXD4>; var dv1: array<vec4<f32>, MAXD4>;
+  var dk2: array<vec4<f32>, MAXD4>; var dv2: array<vec4<f32>, MAXD4>;
+  var dk3: array<vec4<f32>, MAXD4>; var dv3: array<vec4<f32>, MAXD4>;
+  for (var c = 0u; c < n4; c++) {
+    dk0[c] = vec4<f32>(0.0); dv0[c] = vec4<f32>(0.0); dk1[c] = vec4<f32>(0.0); dv1[c] = vec4<f32>(0.0);
+    dk2[c] = vec4<f32>(0.0); dv2[c] = vec4<f32>(0.0); dk3[c] = vec4<f32>(0.0); dv3[c] = vec4<f32>(0.0);
+  }
+  for (var g = 0u; g < grp; g++) {
+    let h = tl.h * grp + g;
+    let base = tl.b * T * W + h * HS;
+    let gb = tl.b * T * Cq + h * HS;
+    let bh = tl.b * p.nHead + h;
+    for (var i = tl.r0; i < iEnd; i += 2u) {
+      let i0 = min(i + 0u, last); let a0 = base + i0 * W; let g0 = gb + i0 * Cq; let r0 = pd_row(bh, i0); let ok0 = i + 0u <= last;
+      let i1 = min(i + 1u, last); let a1 = base + i1 * W; let g1 = gb + i1 * Cq; let r1 = pd_row(bh, i1); let ok1 = i + 1u <= last;
+      let v0_0 = ok0 && vis(jq0, i + 0u); let v0_1 = ok1 && vis(jq0, i + 1u);
+      let v1_0 = ok0 && vis(jq1, i + 0u); let v1_1 = ok1 && vis(jq1, i + 1u);
+      let v2_0 = ok0 && vis(jq2, i + 0u); let v2_1 = ok1 && vis(jq2, i + 1u);
+      let v3_0 = ok0 && vis(jq3, i + 0u); let v3_1 = ok1 && vis(jq3, i + 1u);
+      let p0_0 = select(0.0, dsum[r0 + jq0], v0_0); let p0_1 = select(0.0, dsum[r1 + jq0], v0_1);
+      let d0_0 = select(0.0, dsum[r0 + sp + jq0], v0_0); let d0_1 = select(0.0, dsum[r1 + sp + jq0], v0_1);
+      let p1_0 = select(0.0, dsum[r0 + jq1], v1_0); let p1_1 = select(0.0, dsum[r1 + jq1], v1_1);
+      let d1_0 = select(0.0, dsum[r0 + sp + jq1], v1_0); let d1_1 = select(0.0, dsum[r1 + sp + jq1], v1_1);
+      let p2_0 = select(0.0, dsum[r0 + jq2], v2_0); let p2_1 = select(0.0, dsum[r1 + jq2], v2_1);
+      let d2_0 = select(0.0, dsum[r0 + sp + jq2], v2_0); let d2_1 = select(0.0, dsum[r1 + sp + jq2], v2_1);
+      let p3_0 = select(0.0, dsum[r0 + jq3], v3_0); let p3_1 = select(0.0, dsum[r1 + jq3], v3_1);
+      let d3_0 = select(0.0, dsum[r0 + sp + jq3], v3_0); let d3_1 = select(0.0, dsum[r1 + sp + jq3], v3_1);
+      for (var c = 0u; c < n4; c++) {
+        let q0 = ld_qkv(a0, c); let o0 = ld_dout(g0, c); let q1 = ld_qkv(a1, c); let o1 = ld_dout(g1, c);
+        dv0[c] += p0_0 * o0 + p0_1 * o1;
+        dk0[c] += d0_0 * q0 + d0_1 * q1;
+        dv1[c] += p1_0 * o0 + p1_1 * o1;
+        dk1[c] += d1_0 * q0 + d1_1 * q1;
+        dv2[c] += p2_0 * o0 + p2_1 * o1;
+        dk2[c] += d2_0 * q0 + d2_1 * q1;
+        dv3[c] += p3_0 * o0 + p3_1 * o1;
+        dk3[c] += d3_0 * q0 + d3_1 * q1;
+      }
+    }
+  }
+  let kc = (p.nHead + tl.h) * HS;
+  if (j0 < T) { let db = (tl.b * T + j0) * W + kc; for (var c = 0u; c < n4; c++) { st_dqkv(db, c, dk0[c] * p.scale); st_dqkv(db + VO, c, dv0[c]); } }
+  if (j1 < T) { let db = (tl.b * T + j1) * W + kc; for (var c = 0u; c < n4; c++) { st_dqkv(db, c, dk1[c] * p.scale); st_dqkv(db + VO, c, dv1[c]); } }
+  if (j2 < T) { let db = (tl.b * T + j2) * W + kc; for (var c = 0u; c < n4; c++) { st_dqkv(db, c, dk2[c] * p.scale); st_dqkv(db + VO, c, dv2[c]); } }
+  if (j3 < T) { let db = (tl.b * T + j3) * W + kc; for (var c = 0u; c < n4; c++) { st_dqkv(db, c, dk3[c] * p.scale); st_dqkv(db + VO, c, dv3[c]); } }
 }

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { attentionBackward, attentionBufferBytes, attentionDims, attentionForward, ATTENTION_MAX_HEAD, type AttentionShape } from '../src/ops/attention.ts';
+import { attentionBackward, attentionBufferBytes, attentionDims, attentionForward, attentionStoresProbabilities, ATTENTION_MAX_HEAD, ATTENTION_STORE_LIMIT_BYTES, type AttentionShape } from '../src/ops/attention.ts';
 import { attentionBackward as refBackward, attentionForward as refForward, finiteDifference, toF64 } from './reference/ops.ts';
 import { freshSeed, poison, randomArray, relError, rng, runtime } from './util/gpu.ts';
 
@@ -20,12 +20,15 @@ interface GpuResult {
  * backward on the GPU; every output NaN-poisoned first. Each head size compiles its own pipelines
  * (seconds each on lavapipe with a cold shader cache), so tests build only what they check.
  */
-async function runGpu(shape: AttentionShape, qkv: Float32Array, dout: Float32Array | null, opts: { backwardWithoutOut?: boolean; forwardOnly?: boolean } = {}): Promise<GpuResult> {
+async function runGpu(shape: AttentionShape, qkv: Float32Array, dout: Float32Array | null, opts: { backwardWithoutOut?: boolean; forwardOnly?: boolean; recompute?: boolean } = {}): Promise<GpuResult> {
   const rt = await runtime();
   const mem = rt.memory;
   const { B, T } = shape;
   const { qkvWidth, outWidth } = attentionDims(shape);
-  const sizes = attentionBufferBytes(shape);
+  // Every test shape is small enough for the stored squares by default; `recompute` takes the other path.
+  expect(attentionStoresProbabilities(shape)).toBe(true);
+  const storeProbabilities = !opts.recompute;
+  const sizes = attentionBufferBytes(shape, { storeProbabilities });
   const bQkv = mem.upload('t.qkv', qkv);
   const bOut = mem.upload('t.out', poison(B * T * outWidth));
   const bOut2 = mem.upload('t.out2', poison(B * T * outWidth));
@@ -39,7 +42,7 @@ async function runGpu(shape: AttentionShape, qkv: Float32Array, dout: Float32Arr
     bDqkv = mem.upload('t.dqkv', poison(B * T * qkvWidth));
     const bScratch = mem.upload('t.scratch', poison(sizes.scratchBytes / 4));
     bufs.push(bDout, bDqkv, bScratch);
-    items.push(...(await attentionBackward(rt, { ...shape, dout: bDout, qkv: bQkv, stats: bStats, out: opts.backwardWithoutOut ? undefined : bOut, dqkv: bDqkv, scratch: bScratch })));
+    items.push(...(await attentionBackward(rt, { ...shape, dout: bDout, qkv: bQkv, stats: bStats, out: opts.backwardWithoutOut ? undefined : bOut, dqkv: bDqkv, scratch: bScratch, storeProbabilities })));
   }
   await rt.steps.run('attention-test', items);
   const res: GpuResult = {
@@ -118,12 +121,12 @@ describe('attention forward', () => {
 });
 
 describe('attention backward', () => {
-  // The variant without the forward output (D from an extra sweep) on two shapes: each head size
-  // compiles its own pipelines.
+  // Default: p and dS stored by the first pass. On two shapes also the recomputing second pass,
+  // there without the forward output (D from an extra sweep): each variant compiles its own pipelines.
   const WITHOUT_OUT = new Set(['2,5,9,3', '2,37,96,6']);
   for (const sh of SHAPES) {
     const variants = WITHOUT_OUT.has(sh.join(',')) ? [false, true] : [false];
-    it(`B,T,C,nHead = ${sh.join(',')}: dqkv vs float64 backward${variants.length > 1 ? ' (with and without the forward output)' : ''}`, async () => {
+    it(`B,T,C,nHead = ${sh.join(',')}: dqkv vs float64 backward${variants.length > 1 ? ' (stored squares; recomputing and without the forward output)' : ''}`, async () => {
       const seed = freshSeed();
       const next = rng(seed);
       const s = shapeOf(sh);
@@ -132,7 +135,7 @@ describe('attention backward', () => {
       const ref = refForward(toF64(qkv), s.B, s.T, s.C, s.nHead);
       const dref = refBackward(toF64(dout), toF64(qkv), ref.probs, s.B, s.T, s.C, s.nHead);
       for (const backwardWithoutOut of variants) {
-        const g = await runGpu(s, qkv, dout, { backwardWithoutOut });
+        const g = await runGpu(s, qkv, dout, { backwardWithoutOut, recompute: backwardWithoutOut });
         expectFinite(g.dqkv!, 'dqkv', seed);
         expect(relError(g.dqkv!, dref), `seed ${seed} without out: ${backwardWithoutOut}`).toBeLessThanOrEqual(1e-4);
       }
@@ -347,7 +350,7 @@ describe('attention: GQA, head size ≠ C/nHead, sliding window, softcap, scale'
   });
 
   for (const tc of GQA_CASES) {
-    (tc.heavy && !HEAVY ? it.skip : it)(`${tc.name}: out, stats and dqkv vs float64${tc.withoutOut ? ' (backward with and without the forward output)' : ''}`, async () => {
+    (tc.heavy && !HEAVY ? it.skip : it)(`${tc.name}: out, stats and dqkv vs float64${tc.withoutOut ? ' (backward stored; recomputing without the forward output)' : ''}`, async () => {
       const seed = freshSeed();
       const next = rng(seed);
       const s = tc.s;
@@ -362,7 +365,7 @@ describe('attention: GQA, head size ≠ C/nHead, sliding window, softcap, scale'
       if (c.softcap > 0) expect(relError(refGqaForward(x, { ...c, softcap: 0 }).out, ref.out), `seed ${seed}: softcap does not bite`).toBeGreaterThan(1e-2);
       const dref = refGqaBackward(toF64(dout), x, c);
       for (const backwardWithoutOut of tc.withoutOut ? [false, true] : [false]) {
-        const g = await runGpu(s, qkv, dout, { backwardWithoutOut });
+        const g = await runGpu(s, qkv, dout, { backwardWithoutOut, recompute: backwardWithoutOut });
         expectFinite(g.out, 'out', seed);
         expectFinite(g.stats, 'stats', seed);
         expectFinite(g.dqkv!, 'dqkv', seed);
@@ -401,7 +404,13 @@ describe('attention: GQA, head size ≠ C/nHead, sliding window, softcap, scale'
 
 describe('attention host module', () => {
   it('reports stats/scratch sizes and rejects bad shapes', async () => {
-    expect(attentionBufferBytes({ B: 4, T: 256, C: 768, nHead: 12 })).toEqual({ statsBytes: 4 * 4 * 12 * 256, scratchBytes: 4 * 4 * 12 * 256 });
+    // p and dS stored up to ATTENTION_STORE_LIMIT_BYTES (B=4, T=256, 12 heads: 24 MiB), recomputed past it
+    const sq = 2 * 4 * 4 * 12 * 256 * 256;
+    expect(sq).toBeLessThanOrEqual(ATTENTION_STORE_LIMIT_BYTES);
+    expect(attentionBufferBytes({ B: 4, T: 256, C: 768, nHead: 12 })).toEqual({ statsBytes: 4 * 4 * 12 * 256, scratchBytes: 4 * 4 * 12 * 256 + sq });
+    expect(attentionBufferBytes({ B: 4, T: 256, C: 768, nHead: 12 }, { storeProbabilities: false })).toEqual({ statsBytes: 4 * 4 * 12 * 256, scratchBytes: 4 * 4 * 12 * 256 });
+    expect(attentionStoresProbabilities({ B: 4, T: 512, C: 768, nHead: 12 })).toBe(false);
+    expect(attentionBufferBytes({ B: 4, T: 512, C: 768, nHead: 12 })).toEqual({ statsBytes: 4 * 4 * 12 * 512, scratchBytes: 4 * 4 * 12 * 512 });
     expect(() => attentionBufferBytes({ B: 1, T: 4, C: 10, nHead: 3 })).toThrow(/divisible/);
     // GPT-2 defaults: today's layout
     expect(attentionDims({ B: 1, T: 4, C: 768, nHead: 12 })).toEqual({ hd: 64, nKvHead: 12, qkvWidth: 3 * 768, outWidth: 768, window: 0, softcap: 0, scale: 1 / 8 });
@@ -409,7 +418,7 @@ describe('attention host module', () => {
     expect(attentionDims({ B: 1, T: 64, C: 2304, nHead: 8, nKvHead: 4, headDim: 256, window: 4096, softcap: 50, scale: 256 ** -0.5 }))
       .toEqual({ hd: 256, nKvHead: 4, qkvWidth: 16 * 256, outWidth: 8 * 256, window: 0, softcap: 50, scale: 1 / 16 });
     expect(attentionDims({ B: 1, T: 64, C: 10, nHead: 3, headDim: 7, window: 5 }).window).toBe(5);
-    expect(attentionBufferBytes({ B: 2, T: 5, C: 64, nHead: 8, nKvHead: 2 })).toEqual({ statsBytes: 4 * 2 * 8 * 5, scratchBytes: 4 * 2 * 8 * 5 });
+    expect(attentionBufferBytes({ B: 2, T: 5, C: 64, nHead: 8, nKvHead: 2 })).toEqual({ statsBytes: 4 * 2 * 8 * 5, scratchBytes: 4 * 2 * 8 * 5 * (1 + 2 * 5) });
     expect(() => attentionDims({ B: 1, T: 4, C: 96, nHead: 6, nKvHead: 4 })).toThrow(/multiple of nKvHead/);
     expect(() => attentionDims({ B: 1, T: 4, C: 96, nHead: 6, headDim: ATTENTION_MAX_HEAD + 1 })).toThrow(/head size 257 over the supported 256/);
     expect(() => attentionDims({ B: 1, T: 4, C: 96, nHead: 6, window: -1 })).toThrow(/window/);

@@ -68,8 +68,14 @@ export interface AttentionBackwardArgs extends AttentionShape {
   out?: BufferBinding;
   /** [B, T, qkvWidth]: overwritten with the gradient of qkv (dk, dv summed over each kv head's group). */
   dqkv: BufferBinding;
-  /** attentionBufferBytes(shape).scratchBytes: per-row D, transient (may be shared by all layers). */
+  /** attentionBufferBytes(shape).scratchBytes: per-row D (and the stored squares), transient (may be shared by all layers). */
   scratch: BufferBinding;
+  /**
+   * Store p_ij and dS_ij in the scratch in the first pass and read them in the second instead of
+   * recomputing them; default attentionStoresProbabilities(shape). The scratch must be sized with
+   * the same choice.
+   */
+  storeProbabilities?: boolean;
 }
 
 /** Lanes per workgroup: one lavapipe SIMD vector (see kernels/attention.wgsl). */
@@ -78,7 +84,12 @@ export const ATTENTION_WG = 8;
  * Rows per workgroup tile of each entry point: WG lanes × the rows each lane owns, written out in
  * the WGSL (forward 8, backward_q 4, backward_kv 4). Keep in sync with kernels/attention.wgsl.
  */
-export const ATTENTION_TILE_ROWS = { forward: 8 * ATTENTION_WG, backward_q: 4 * ATTENTION_WG, backward_kv: 4 * ATTENTION_WG } as const;
+export const ATTENTION_TILE_ROWS = { forward: 8 * ATTENTION_WG, backward_q: 4 * ATTENTION_WG, backward_kv: 4 * ATTENTION_WG, backward_kv_stored: 4 * ATTENTION_WG } as const;
+/**
+ * Largest pair of stored squares (p and dS, 2·B·nHead·T² floats) the backward keeps by default:
+ * 32 MiB covers B=4, T=256 with 12 heads (24 MiB); longer sequences recompute.
+ */
+export const ATTENTION_STORE_LIMIT_BYTES = 32 * 2 ** 20;
 /**
  * Largest head size the kernels hold in private rows (MAXD4 · 4 in the WGSL): 256 covers GPT-2
  * (64), Llama / Qwen2 (64–128) and Gemma2 (256). With a cold Mesa shader cache on 2 cores each
@@ -98,10 +109,25 @@ export function attentionDims(s: AttentionShape): AttentionDims {
  * `scratchBytes` is used only during a backward and can be shared by all layers.
  * A forward-only pass needs neither.
  */
-export function attentionBufferBytes(shape: AttentionShape): { statsBytes: number; scratchBytes: number } {
+export function attentionBufferBytes(shape: AttentionShape, opts: { storeProbabilities?: boolean } = {}): { statsBytes: number; scratchBytes: number } {
   checkShape('attentionBufferBytes', shape);
   const rows = shape.B * shape.nHead * shape.T;
-  return { statsBytes: 4 * rows, scratchBytes: 4 * rows };
+  const store = opts.storeProbabilities ?? attentionStoresProbabilities(shape);
+  return { statsBytes: 4 * rows, scratchBytes: 4 * rows + (store ? storedBytes(shape) : 0) };
+}
+
+/** Bytes of the two stored squares, p and dS: 2·B·nHead·T² floats. */
+function storedBytes(s: AttentionShape): number {
+  return 2 * 4 * s.B * s.nHead * s.T * s.T;
+}
+
+/**
+ * Whether the backward stores p and dS by default (its second pass then does about half the
+ * work): when the squares fit ATTENTION_STORE_LIMIT_BYTES.
+ */
+export function attentionStoresProbabilities(shape: AttentionShape): boolean {
+  checkShape('attentionStoresProbabilities', shape);
+  return storedBytes(shape) <= ATTENTION_STORE_LIMIT_BYTES;
 }
 
 function checkShape(what: string, s: AttentionShape): AttentionDims {
@@ -185,17 +211,20 @@ export async function attentionBackward(rt: Runtime, args: AttentionBackwardArgs
   checkSize('attentionBackward', 'qkv', args.qkv, B * T * d.qkvWidth);
   checkSize('attentionBackward', 'stats', args.stats, B * nHead * T);
   checkSize('attentionBackward', 'dqkv', args.dqkv, B * T * d.qkvWidth);
-  checkSize('attentionBackward', 'scratch', args.scratch, B * nHead * T);
+  const store = args.storeProbabilities ?? attentionStoresProbabilities(args);
+  if (store && B * nHead * T * (1 + 2 * T) >= 2 ** 32) throw new Error(`attentionBackward: stored squares of ${B}x${nHead}x${T}x${T} overflow u32 indexing (storeProbabilities: false)`);
+  checkSize('attentionBackward', 'scratch', args.scratch, attentionBufferBytes(args, { storeProbabilities: store }).scratchBytes / 4);
   if (args.out) checkSize('attentionBackward', 'out', args.out, B * T * d.outWidth);
   const hasOut = !!args.out;
+  const kvEntry = store ? 'backward_kv_stored' : 'backward_kv';
   const [kq, kkv] = await Promise.all([
-    rt.kernels.kernel('attention', 'backward_q', { ...variant(args, d), HAS_OUT: hasOut }),
-    rt.kernels.kernel('attention', 'backward_kv', variant(args, d)),
+    rt.kernels.kernel('attention', 'backward_q', { ...variant(args, d), HAS_OUT: hasOut, STORE_P: store }),
+    rt.kernels.kernel('attention', kvEntry, variant(args, d)),
   ]);
   const u = uniforms(args, d);
   const q = rt.kernels.bind(kq, { qkv: args.qkv, dout: args.dout, lse: args.stats, fout: args.out ?? rt.dummy, dqkv: args.dqkv, dsum: args.scratch }, u);
   const kv = rt.kernels.bind(kkv, { qkv: args.qkv, dout: args.dout, lse: args.stats, dqkv: args.dqkv, dsum: args.scratch }, u);
-  return [{ bound: q, workgroups: workgroups(args, nHead, 'backward_q') }, { bound: kv, workgroups: workgroups(args, d.nKvHead, 'backward_kv') }];
+  return [{ bound: q, workgroups: workgroups(args, nHead, 'backward_q') }, { bound: kv, workgroups: workgroups(args, d.nKvHead, kvEntry) }];
 }
 
 /** Query–key pairs one head computes: Σ_i min(i + 1, window) (all j ≤ i without a window). */
