@@ -1,8 +1,9 @@
 // Matmul GFLOP/s on this adapter: median over repeated runs, timed with GPU timestamps when the
-// adapter has them (wall time otherwise). `tsx bench/matmul.ts [--reps N] [--json FILE]`
+// adapter has them (wall time otherwise), for both paths: transposes into tn (software adapters'
+// `auto`) and the tiled kernel (hardware GPUs' `auto`). `tsx bench/matmul.ts [--reps N] [--json FILE]`
 import { Runtime } from '../src/gpu/runtime.ts';
 import { nodePlatform } from '../src/platform/node.ts';
-import { matmul, matmulEntry, matmulFlops, matmulPlan, type MatmulForm, type MatmulStrategy } from '../src/ops/matmul.ts';
+import { matmul, matmulEntry, matmulFlops, matmulPath, matmulPlan, type MatmulForm, type MatmulStrategy } from '../src/ops/matmul.ts';
 import { arg, emit, machine, median } from './util.ts';
 
 const SHAPES: { name: string; M: number; N: number; K: number; form: MatmulForm }[] = [
@@ -49,13 +50,21 @@ async function main() {
     const args = { form: s.form, M: s.M, N: s.N, K: s.K, a: rt.dummy, b: rt.dummy, c: rt.dummy };
     const plan = matmulPlan(args);
     const path = plan ? `transpose${plan.transposeB ? ' A,B' : ' A'} + tn` : matmulEntry(args);
-    const strategies: MatmulStrategy[] = plan ? ['auto', 'direct'] : ['auto'];
+    // The transposing path, the tiled (hardware-GPU) kernel and, where the transposes apply, the direct kernel.
+    const strategies: MatmulStrategy[] = plan ? ['transpose', 'tiled', 'direct'] : ['transpose', 'tiled'];
     const rs = await benchMatmul(rt, s.M, s.N, s.K, s.form, reps, strategies);
-    const [best, direct] = rs;
-    process.stderr.write(`${s.name.padEnd(36)} ${path.padEnd(18)} ${best!.ms.toFixed(2).padStart(9)} ms ${best!.gflops.toFixed(1).padStart(6)} GFLOP/s${direct ? `   (direct ${s.form} kernel: ${direct.gflops.toFixed(1)})` : ''}\n`);
-    results.push({ ...s, path, reps, medianMs: best!.ms, gflops: best!.gflops, direct: direct ? { entry: matmulEntry(args), medianMs: direct.ms, gflops: direct.gflops } : null, timing: rt.gpu.hasTimestamps ? 'gpu timestamps' : 'wall clock' });
+    const [best, tiled, direct] = rs;
+    process.stderr.write(`${s.name.padEnd(36)} ${path.padEnd(18)} ${best!.ms.toFixed(2).padStart(9)} ms ${best!.gflops.toFixed(1).padStart(6)} GFLOP/s   (tiled ${tiled!.gflops.toFixed(1)}${direct ? `, direct ${s.form} ${direct.gflops.toFixed(1)}` : ''})\n`);
+    results.push({
+      ...s, path, reps, medianMs: best!.ms, gflops: best!.gflops,
+      tiled: { medianMs: tiled!.ms, gflops: tiled!.gflops },
+      direct: direct ? { entry: matmulEntry(args), medianMs: direct.ms, gflops: direct.gflops } : null,
+      timing: rt.gpu.hasTimestamps ? 'gpu timestamps' : 'wall clock',
+    });
   }
-  emit({ benchmark: 'matmul', date: new Date().toISOString(), machine: machine(rt), results });
+  // What `auto` runs on this adapter (ops/matmul.ts matmulPath).
+  const autoPath = matmulPath(rt);
+  emit({ benchmark: 'matmul', date: new Date().toISOString(), machine: machine(rt), autoPath, results });
   rt.destroy();
 }
 

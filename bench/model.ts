@@ -3,9 +3,11 @@
 // The boundaries' training steps are timed interleaved (round-robin), so machine noise hits all alike.
 // Configs: a small GPT-2, GPT-2 small's shape, and SmolLM2-135M's Llama shape (GQA 9/3 heads, SwiGLU,
 // RMSNorm, rotary, 30 blocks) at a short sequence so that it stays feasible in software WebGPU.
-//   tsx bench/model.ts [--config small|gpt2|smollm2|all] [--reps N] [--boundaries none,0,10,…] [--shape B,T] [--json FILE]
-// --shape sets the training step's and the forward's batch and sequence (GPU-sized runs: bench/gpu.sh).
+//   tsx bench/model.ts [--config small|gpt2|smollm2|all] [--reps N] [--boundaries none,0,10,…] [--shape B,T] [--matmul transpose|tiled] [--json FILE]
+// --shape sets the training step's and the forward's batch and sequence (GPU-sized runs: bench/gpu.sh);
+// --matmul overrides the adapter's matmul path (ops/matmul.ts matmulPath) to compare the two.
 import { Runtime } from '../src/gpu/runtime.ts';
+import { matmulPath } from '../src/ops/matmul.ts';
 import { nodePlatform } from '../src/platform/node.ts';
 import type { ModelConfig } from '../src/model/config.ts';
 import { Gpt2Forward } from '../src/model/forward.ts';
@@ -147,13 +149,16 @@ function shapeArg(): { B: number; T: number } | null {
 async function main() {
   const which = process.argv.includes('--config') ? process.argv[process.argv.indexOf('--config') + 1] : 'small';
   const reps = arg('--reps', 3);
-  const rt = await Runtime.open(nodePlatform);
+  const mi = process.argv.indexOf('--matmul');
+  const matmulOpt = mi >= 0 ? process.argv[mi + 1] : undefined;
+  if (matmulOpt !== undefined && matmulOpt !== 'transpose' && matmulOpt !== 'tiled') throw new Error(`--matmul: expected transpose or tiled, got '${matmulOpt}'`);
+  const rt = await Runtime.open(nodePlatform, { matmul: matmulOpt });
   const chosen = which === 'all' ? [SMALL, GPT2, SMOLLM2] : which === 'gpt2' ? [GPT2] : which === 'smollm2' ? [SMOLLM2] : [SMALL];
   const shape = shapeArg();
   const configs = shape ? chosen.map((c) => ({ ...c, forward: [shape], train: shape })) : chosen;
   const results = [];
   for (const c of configs) results.push(await benchConfig(rt, c, reps));
-  emit({ benchmark: 'model', date: new Date().toISOString(), machine: machine(rt), reps, results });
+  emit({ benchmark: 'model', date: new Date().toISOString(), machine: machine(rt), matmulPath: matmulPath(rt), reps, results });
   rt.destroy();
 }
 

@@ -19,9 +19,11 @@ if (mm) {
   p();
   p(`${machineLine(mm.machine)}. ${mm.date.slice(0, 10)}. Median of ${mm.results[0].reps} runs, GPU timestamps; the strategies of one shape are run interleaved.`);
   p();
-  p('| shape | path | ms | GFLOP/s | direct kernel GFLOP/s |');
-  p('| --- | --- | ---: | ---: | ---: |');
-  for (const r of mm.results) p(`| ${r.name} | ${r.path} | ${r.medianMs.toFixed(2)} | **${r.gflops.toFixed(1)}** | ${r.direct ? `${r.direct.gflops.toFixed(1)} (${r.direct.entry})` : '–'} |`);
+  if (mm.autoPath) p(`\`auto\` runs the ${mm.autoPath === 'tiled' ? 'tiled kernel' : 'transposes into tn'} on this adapter.`);
+  if (mm.autoPath) p();
+  p('| shape | path | ms | GFLOP/s | tiled kernel GFLOP/s | direct kernel GFLOP/s |');
+  p('| --- | --- | ---: | ---: | ---: | ---: |');
+  for (const r of mm.results) p(`| ${r.name} | ${r.path} | ${r.medianMs.toFixed(2)} | **${r.gflops.toFixed(1)}** | ${r.tiled ? r.tiled.gflops.toFixed(1) : '–'} | ${r.direct ? `${r.direct.gflops.toFixed(1)} (${r.direct.entry})` : '–'} |`);
   p();
 }
 
@@ -78,11 +80,14 @@ if (at) {
   p();
   p(`${machineLine(at.machine)}. ${at.date.slice(0, 10)}. Median of ${at.results[0].reps} runs, GPU timestamps; the layer's matmuls measured in the same run for scale.`);
   p();
-  p('| shape | forward ms | forward-only ms | backward ms (dq + dk,dv) | saved per layer | probabilities if stored | c_attn / attn_proj / c_fc / mlp_proj ms |');
-  p('| --- | ---: | ---: | ---: | ---: | ---: | --- |');
+  p('| shape | forward ms | forward-only ms | backward ms (dq + dk,dv) | recomputing backward ms | saved per layer | backward scratch | c_attn / attn_proj / c_fc / mlp_proj ms |');
+  p('| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |');
   for (const r of at.results) {
     const mmMs = r.matmulMs ? `${r.matmulMs.c_attn.toFixed(0)} / ${r.matmulMs.attn_proj.toFixed(0)} / ${r.matmulMs.c_fc.toFixed(0)} / ${r.matmulMs.mlp_proj.toFixed(0)}` : '–';
-    p(`| ${r.name} | ${r.forwardMs.toFixed(1)} | ${r.forwardOnlyMs.toFixed(1)} | ${(r.backwardQMs + r.backwardKvMs).toFixed(1)} (${r.backwardQMs.toFixed(0)} + ${r.backwardKvMs.toFixed(0)}) | ${(r.statsBytes / 1024).toFixed(0)} KiB | ${mib(r.probsBytesIfStored)} MiB | ${mmMs} |`);
+    const ms = (x: number | null | undefined) => (x === undefined || x === null || Number.isNaN(x) ? '–' : x.toFixed(1));
+    const rec = r.recomputeBackwardQMs !== undefined && r.recomputeBackwardQMs !== null ? `${(r.recomputeBackwardQMs + r.recomputeBackwardKvMs).toFixed(1)} (${r.recomputeBackwardQMs.toFixed(0)} + ${r.recomputeBackwardKvMs.toFixed(0)})` : '–';
+    const kind = r.storesProbabilities ? 'stored p, dS' : 'recomputing';
+    p(`| ${r.name} | ${ms(r.forwardMs)} | ${ms(r.forwardOnlyMs)} | ${(r.backwardQMs + r.backwardKvMs).toFixed(1)} (${r.backwardQMs.toFixed(0)} + ${r.backwardKvMs.toFixed(0)}), ${kind} | ${rec} | ${(r.statsBytes / 1024).toFixed(0)} KiB | ${mib(r.scratchBytes)} MiB | ${mmMs} |`);
   }
   p();
 }

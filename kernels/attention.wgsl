@@ -36,7 +36,7 @@
 // shared by all layers (the backward runs one layer at a time), and backward_kv_stored reads them
 // instead of recomputing scores, exponentials and dO_i·v_j: about half of backward_kv's work.
 //
-// Tuned for lavapipe (shared/design/webgpu-notes.md; bench/attention.ts):
+// Tuned for lavapipe (kernels/README.md; bench/attention.ts):
 // - A workgroup is WG = 8 lanes (one lavapipe SIMD vector) owning a tile of rows of one
 //   (batch, head); a lane owns rows r0 + r·WG + lid for r < R. Loop bounds are workgroup-uniform,
 //   so every streamed load (k, v in forward / backward_q; q, dO, L, D in backward_kv) has a uniform

@@ -2,7 +2,7 @@
 //   nn: A [M,K], B [K,N]     (forward: x · W for HF Conv1D weights stored [in, out])
 //   nt: A [M,K], B [N,K]     (backward dX = dY · Wᵀ; tied LM head: x · wteᵀ)
 //   tn: A [K,M], B [K,N]     (backward dW = Xᵀ · dY)
-// Tuned for lavapipe (see shared/design/webgpu-notes.md): no workgroup memory; each invocation
+// Tuned for lavapipe (see kernels/README.md): no workgroup memory; each invocation
 // owns a 4×8 block of C held in registers; vec4 loads; k unrolled by 4. The vec4 entry points need
 // the vectorised dimensions (and leading dims and offsets) to be multiples of 4; `generic` takes
 // anything, with the transposes chosen by override constants.
@@ -188,3 +188,61 @@ fn generic(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) l
   for (var i = 0u; i < 4u; i++) { store_row(m0 + i, n0, acc0[i], acc1[i]); }
 }
 
+
+// ---------------------------------------------------------------------------------------------
+// tiled: the hardware-GPU kernel (chosen on adapters that are not software; lavapipe keeps tn).
+// A workgroup of TILE_T × TILE_T = 256 invocations owns a 64×64 block of C; each k-step stages a
+// 64×16 block of op(A) and a 16×64 block of op(B) in workgroup memory (8 KiB), loaded by all 256
+// invocations with consecutive invocations on consecutive addresses of the stored layout
+// (coalesced for nn, nt and tn alike), then each invocation accumulates a 4×4 sub-block whose rows
+// and columns are 16 apart (conflict-free shared reads, coalesced stores). Scalar loads: any
+// alignment, leading dimension and offset. Each C element sums k in ascending order, one product at
+// a time, as the other kernels do.
+const TILE_T: u32 = 16u;   // invocations per side
+const TILE_MN: u32 = 64u;  // C rows / columns per workgroup: TILE_T × 4
+const TILE_K: u32 = 16u;
+var<workgroup> tileA: array<f32, 1024>;  // [TILE_K][TILE_MN]: op(A)ᵀ block, tileA[k·64 + m]
+var<workgroup> tileB: array<f32, 1024>;  // [TILE_K][TILE_MN]: op(B) block, tileB[k·64 + n]
+
+@compute @workgroup_size(16, 16)
+fn tiled(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>,
+         @builtin(local_invocation_index) li: u32) {
+  let m0 = wg.y * TILE_MN;
+  let n0 = wg.x * TILE_MN;
+  var acc: array<array<f32, 4>, 4>;
+  for (var k0 = 0u; k0 < p.K; k0 += TILE_K) {
+    for (var r = 0u; r < 4u; r++) {
+      let l = li + 256u * r;
+      // op(A)(m, k): A[m, k] (nn, nt) or A[k, m] (tn); consecutive l walk the stored rows.
+      var am: u32; var ak: u32;
+      if (TRANS_A) { am = l % TILE_MN; ak = l / TILE_MN; } else { ak = l % TILE_K; am = l / TILE_K; }
+      let gm = m0 + am; let gk = k0 + ak;
+      tileA[ak * TILE_MN + am] = select(0.0, load_a(min(gm, p.M - 1u), min(gk, p.K - 1u)), gm < p.M && gk < p.K);
+      // op(B)(k, n): B[k, n] (nn, tn) or B[n, k] (nt).
+      var bn: u32; var bk: u32;
+      if (TRANS_B) { bk = l % TILE_K; bn = l / TILE_K; } else { bn = l % TILE_MN; bk = l / TILE_MN; }
+      let gn = n0 + bn; let gk2 = k0 + bk;
+      tileB[bk * TILE_MN + bn] = select(0.0, load_b(min(gk2, p.K - 1u), min(gn, p.N - 1u)), gn < p.N && gk2 < p.K);
+    }
+    workgroupBarrier();
+    let kn = min(TILE_K, p.K - k0);
+    for (var k = 0u; k < kn; k++) {
+      var av: array<f32, 4>; var bv: array<f32, 4>;
+      for (var i = 0u; i < 4u; i++) { av[i] = tileA[k * TILE_MN + lid.y + TILE_T * i]; bv[i] = tileB[k * TILE_MN + lid.x + TILE_T * i]; }
+      for (var i = 0u; i < 4u; i++) { for (var j = 0u; j < 4u; j++) { acc[i][j] += av[i] * bv[j]; } }
+    }
+    workgroupBarrier();
+  }
+  for (var i = 0u; i < 4u; i++) {
+    let m = m0 + lid.y + TILE_T * i;
+    if (m >= p.M) { continue; }
+    for (var j = 0u; j < 4u; j++) {
+      let n = n0 + lid.x + TILE_T * j;
+      if (n >= p.N) { continue; }
+      var v = acc[i][j];
+      if (HAS_BIAS) { v += bias[p.biasOff + n]; }
+      if (ACCUMULATE) { v += c[p.cOff + m * p.ldc + n]; }
+      c[p.cOff + m * p.ldc + n] = v;
+    }
+  }
+}

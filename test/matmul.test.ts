@@ -19,7 +19,11 @@ function reference(form: MatmulForm, A: Float32Array, B: Float32Array, M: number
   return out;
 }
 
-async function runCase(form: MatmulForm, M: number, N: number, K: number, opts: { bias?: boolean; accumulate?: boolean; strategy?: MatmulStrategy } = {}) {
+/**
+ * With `padded`, every operand sits at an element offset (3, 5, 7) inside a larger buffer with
+ * leading dimensions 2 past the dense ones: how the model addresses logits chunks and head blocks.
+ */
+async function runCase(form: MatmulForm, M: number, N: number, K: number, opts: { bias?: boolean; accumulate?: boolean; strategy?: MatmulStrategy; padded?: boolean } = {}) {
   const rt = await runtime();
   const seed = freshSeed();
   const next = rng(seed);
@@ -28,13 +32,26 @@ async function runCase(form: MatmulForm, M: number, N: number, K: number, opts: 
   const bias = opts.bias ? randomArray(N, next) : undefined;
   const C0 = opts.accumulate ? randomArray(M * N, next) : poison(M * N);
   const mem = rt.memory;
-  const a = mem.upload('t.a', A);
-  const b = mem.upload('t.b', B);
-  const c = mem.upload('t.c', C0);
+  // Stored shapes (rows × columns) of A, B, C: tn keeps A as [K, M], nt keeps B as [N, K].
+  const [ar, ac] = form === 'tn' ? [K, M] : [M, K];
+  const [br, bc] = form === 'nt' ? [N, K] : [K, N];
+  const pad = opts.padded ? 2 : 0;
+  const [aOff, bOff, cOff] = opts.padded ? [3, 5, 7] : [0, 0, 0];
+  const spread = (x: Float32Array, rows: number, cols: number, off: number) => {
+    if (!opts.padded) return x;
+    const out = poison(off + rows * (cols + pad));
+    for (let r = 0; r < rows; r++) out.set(x.subarray(r * cols, (r + 1) * cols), off + r * (cols + pad));
+    return out;
+  };
+  const a = mem.upload('t.a', spread(A, ar, ac, aOff));
+  const b = mem.upload('t.b', spread(B, br, bc, bOff));
+  const c = mem.upload('t.c', spread(C0, M, N, cOff));
   const bb = bias ? mem.upload('t.bias', bias) : undefined;
-  const d = await matmul(rt, { form, M, N, K, a, b, c, bias: bb, accumulate: opts.accumulate, strategy: opts.strategy });
+  const lds = opts.padded ? { lda: ac + pad, ldb: bc + pad, ldc: N + pad, aOff, bOff, cOff } : {};
+  const d = await matmul(rt, { form, M, N, K, a, b, c, bias: bb, accumulate: opts.accumulate, strategy: opts.strategy, ...lds });
   await rt.steps.run('matmul-test', d);
-  const out = await mem.readFloat32(c, 0, M * N);
+  const stored = await mem.readFloat32(c, 0, cOff + M * (N + pad));
+  const out = opts.padded ? new Float32Array(M * N).map((_, i) => stored[cOff + Math.floor(i / N) * (N + pad) + (i % N)]!) : stored;
   for (const buf of [a, b, c, bb]) if (buf) mem.destroy(buf);
   const ref = reference(form, A, B, M, N, K, bias, opts.accumulate ? C0 : undefined);
   const nan = out.findIndex((x) => !Number.isFinite(x));
@@ -52,6 +69,15 @@ describe('matmul', () => {
       it(`${form} ${M}x${N}x${K} direct kernel`, () => runCase(form, M, N, K, { strategy: 'direct' }));
     }
     it(`${form} generic path on aligned shape 36x44x40`, () => runCase(form, 36, 44, 40, { strategy: 'generic' }));
+    // The hardware-GPU kernel (64×64 tiles, k-steps of 16): sizes on and off the tiles.
+    it(`${form} tiled kernel: 1x1x1, 37x53x29, 130x257x65, 64x64x64, 7x1000x96`, async () => {
+      for (const [M, N, K] of [[1, 1, 1], [37, 53, 29], [130, 257, 65], [64, 64, 64], [7, 1000, 96]] as const) await runCase(form, M, N, K, { strategy: 'tiled' });
+    });
+    it(`${form} tiled kernel with bias and accumulate, offsets and leading dimensions, 37x53x29`, async () => {
+      await runCase(form, 37, 53, 29, { strategy: 'tiled', bias: true, accumulate: true });
+      await runCase(form, 37, 53, 29, { strategy: 'tiled', bias: true, padded: true });
+      await runCase(form, 36, 52, 28, { padded: true });
+    });
     it(`${form} with bias, 37x53x29 and 36x52x28`, async () => {
       await runCase(form, 37, 53, 29, { bias: true });
       await runCase(form, 36, 52, 28, { bias: true });

@@ -113,6 +113,12 @@ export interface OpenOptions {
    * keeps its real limits; every size check and split reads GpuDevice.limits.
    */
   capLimits?: Record<string, number>;
+  /**
+   * The matmul path `auto` takes (ops/matmul.ts): `transpose` (transposes into the tn kernel, the
+   * fast one on software adapters) or `tiled` (workgroup-memory tiles, for hardware GPUs). Default:
+   * by the adapter. Benchmarks set it to compare the two on one adapter.
+   */
+  matmul?: 'transpose' | 'tiled';
 }
 
 export async function openDevice(platform: Platform, opts: OpenOptions = {}): Promise<GpuDevice> {

@@ -12,6 +12,8 @@ export class Runtime {
     readonly memory: GpuMemory,
     readonly kernels: KernelRegistry,
     readonly steps: StepRunner,
+    /** OpenOptions.matmul: the matmul path chosen by the caller, else undefined (by the adapter). */
+    readonly matmulPreference?: 'transpose' | 'tiled',
   ) {
     this.dummy = memory.storage('dummy', 16);
   }
@@ -37,7 +39,7 @@ export class Runtime {
   static async open(platform: Platform, opts: OpenOptions = {}): Promise<Runtime> {
     const gpu = await openDevice(platform, opts);
     const memory = new GpuMemory(gpu.device, gpu.limits.maxBufferSize);
-    return new Runtime(platform, gpu, memory, new KernelRegistry(gpu, platform, memory), new StepRunner(gpu));
+    return new Runtime(platform, gpu, memory, new KernelRegistry(gpu, platform, memory), new StepRunner(gpu), opts.matmul);
   }
 
   get device(): GPUDevice {

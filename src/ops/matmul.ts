@@ -3,6 +3,8 @@
 // their operands into a workspace first (a memory pass of (M+N)·K, small next to 2·M·N·K) and run
 // tn; the results are bit-identical to the direct kernels (same summation order). The direct nn/nt
 // kernels and the scalar `generic` one remain for tests and unaligned layouts.
+// Hardware GPUs run the `tiled` kernel instead (workgroup-memory tiles, 256 invocations: the shape
+// GPUs want and lavapipe does not): `auto` picks it on any adapter that is not software.
 import type { BufferBinding } from '../gpu/kernels.ts';
 import type { Dispatch } from '../gpu/step.ts';
 import type { Runtime } from '../gpu/runtime.ts';
@@ -10,8 +12,12 @@ import type { Runtime } from '../gpu/runtime.ts';
 /** nn: A[M,K]·B[K,N]; nt: A[M,K]·B[N,K]ᵀ; tn: A[K,M]ᵀ·B[K,N]. */
 export type MatmulForm = 'nn' | 'nt' | 'tn';
 
-/** How to run a product: via transposes into tn (default), the direct kernels, or scalar loads. */
-export type MatmulStrategy = 'auto' | 'direct' | 'generic';
+/**
+ * How to run a product: `auto` (the adapter's path: transposes into tn on software adapters, the
+ * tiled kernel on hardware GPUs), `transpose` (transposes into tn on any adapter), the direct
+ * kernels, scalar loads, or the tiled kernel.
+ */
+export type MatmulStrategy = 'auto' | 'transpose' | 'direct' | 'generic' | 'tiled';
 
 export interface MatmulArgs {
   form: MatmulForm;
@@ -38,13 +44,20 @@ export interface MatmulArgs {
 }
 
 /** Workgroup shape and rows × columns of C per invocation, per entry point. */
-const TILES: Record<'nn' | 'nt' | 'tn' | 'generic', { wg: [number, number]; rows: number; cols: number }> = {
+const TILES: Record<'nn' | 'nt' | 'tn' | 'generic' | 'tiled', { wg: [number, number]; rows: number; cols: number }> = {
   nn: { wg: [8, 8], rows: 4, cols: 8 },
   nt: { wg: [8, 8], rows: 4, cols: 8 },
   // 8×8 per invocation and one row of invocations: the A loads are uniform across the workgroup.
   tn: { wg: [8, 1], rows: 8, cols: 8 },
   generic: { wg: [8, 8], rows: 4, cols: 8 },
+  // 16×16 invocations of 4×4 (rows and columns 16 apart): 64×64 of C per workgroup (WGSL: TILE_*).
+  tiled: { wg: [16, 16], rows: 4, cols: 4 },
 };
+
+/** The path `auto` takes on this runtime's adapter: tiled on hardware GPUs, transposes into tn on software ones. */
+export function matmulPath(rt: Runtime): 'transpose' | 'tiled' {
+  return rt.matmulPreference ?? (rt.gpu.info.isSoftware ? 'transpose' : 'tiled');
+}
 const TRANSPOSE_WG = 8;
 /** Workgroups per grid dimension (65535 in WebGPU); larger products run as several row blocks. */
 const maxWorkgroups = (rt: Runtime) => rt.gpu.limits.maxComputeWorkgroupsPerDimension ?? 65535;
@@ -58,10 +71,11 @@ function leading(args: MatmulArgs): { lda: number; ldb: number } {
 }
 
 /** The entry point of the direct (untransposed) path for these arguments. */
-export function matmulEntry(args: MatmulArgs): 'nn' | 'nt' | 'tn' | 'generic' {
+export function matmulEntry(args: MatmulArgs): 'nn' | 'nt' | 'tn' | 'generic' | 'tiled' {
   const { form, K } = args;
   const { lda, ldb } = leading(args);
   if (args.strategy === 'generic') return 'generic';
+  if (args.strategy === 'tiled') return 'tiled';
   if (!aligned(args.aOff ?? 0, args.bOff ?? 0, lda, ldb)) return 'generic';
   if (form === 'tn') return 'tn';
   return aligned(K) ? form : 'generic';
@@ -69,8 +83,8 @@ export function matmulEntry(args: MatmulArgs): 'nn' | 'nt' | 'tn' | 'generic' {
 
 /** Whether the product runs as transpose(s) + tn, and which operands get transposed. */
 export function matmulPlan(args: MatmulArgs): { transposeA: boolean; transposeB: boolean } | null {
-  const strategy = args.strategy ?? 'auto';
-  if (strategy !== 'auto' || args.form === 'tn') return null;
+  const strategy = args.strategy ?? 'transpose';
+  if (strategy !== 'transpose' || args.form === 'tn') return null;
   const { ldb } = leading(args);
   // nn keeps B [K, N] as tn's B: its rows must be vec4-aligned.
   if (args.form === 'nn' && !aligned(args.bOff ?? 0, ldb)) return null;
@@ -136,14 +150,14 @@ async function direct(rt: Runtime, args: MatmulArgs): Promise<Dispatch[]> {
   const entry = matmulEntry(args);
   const tile = TILES[entry];
   const overrides: Record<string, number | boolean> = { HAS_BIAS: !!args.bias, ACCUMULATE: !!args.accumulate, WG_X: tile.wg[0], WG_Y: tile.wg[1] };
-  if (entry === 'generic') {
+  if (entry === 'generic' || entry === 'tiled') {
     overrides.TRANS_A = form === 'tn';
     overrides.TRANS_B = form === 'nt';
   }
   const kernel = await rt.kernels.kernel('matmul', entry, overrides);
   const { lda, ldb } = leading(args);
   const ldc = args.ldc ?? N;
-  const buffers: Record<string, BufferBinding> = entry === 'generic' ? { a: args.a, b: args.b, c: args.c, bias: args.bias ?? rt.dummy } : { a4: args.a, b4: args.b, c: args.c, bias: args.bias ?? rt.dummy };
+  const buffers: Record<string, BufferBinding> = entry === 'generic' || entry === 'tiled' ? { a: args.a, b: args.b, c: args.c, bias: args.bias ?? rt.dummy } : { a4: args.a, b4: args.b, c: args.c, bias: args.bias ?? rt.dummy };
   // Row m of C is column m of A in tn, row m of A otherwise; column n of C is row n of B in nt.
   const aRowStride = form === 'tn' ? 1 : lda;
   const bColStride = form === 'nt' ? ldb : 1;
@@ -165,6 +179,7 @@ async function direct(rt: Runtime, args: MatmulArgs): Promise<Dispatch[]> {
 export async function matmul(rt: Runtime, args: MatmulArgs): Promise<Dispatch[]> {
   const { M, N, K } = args;
   if (!(M > 0 && N > 0 && K > 0)) throw new Error(`matmul: dimensions must be positive (M=${M}, N=${N}, K=${K})`);
+  if ((args.strategy ?? 'auto') === 'auto') args = { ...args, strategy: matmulPath(rt) };
   const plan = matmulPlan(args);
   if (!plan) return direct(rt, args);
   const { lda, ldb } = leading(args);
