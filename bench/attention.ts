@@ -8,7 +8,7 @@
 import { Runtime } from '../src/gpu/runtime.ts';
 import { nodePlatform } from '../src/platform/node.ts';
 import type { Dispatch } from '../src/gpu/step.ts';
-import { attentionBackward, attentionBufferBytes, attentionDims, attentionForward, attentionForwardFlops, attentionStoresProbabilities, ATTENTION_WG, type AttentionShape } from '../src/ops/attention.ts';
+import { attentionBackward, attentionBufferBytes, attentionDims, attentionForward, attentionForwardFlops, attentionLanes, attentionStoresProbabilities, type AttentionShape } from '../src/ops/attention.ts';
 import { benchMatmul } from './matmul.ts';
 import { arg, emit, machine, median } from './util.ts';
 
@@ -89,7 +89,7 @@ async function main() {
     const line = `${s.name.padEnd(gpt2 ? 24 : 34)} fwd ${fwdMs.toFixed(1)} ms (${(gf / (fwdMs / 1e3)).toFixed(1)} GFLOP/s causal)  fwd-only ${fwdOnlyMs.toFixed(1)}  bwd${stores ? ' stored' : ''} ${(bwdQMs + bwdKvMs).toFixed(1)} ms (q ${bwdQMs.toFixed(1)} + kv ${bwdKvMs.toFixed(1)})${rec}  build ${buildMs.toFixed(0)} ms`;
     process.stderr.write(line + '\n');
     if (!quick && gpt2) process.stderr.write(`${''.padEnd(24)} matmuls: ${Object.entries(mm).map(([k, v]) => `${k} ${v.toFixed(1)}`).join('  ')} ms\n`);
-    results.push({ ...s, wg: ATTENTION_WG, reps, forwardMs: fwdMs, forwardOnlyMs: fwdOnlyMs, backwardQMs: bwdQMs, backwardKvMs: bwdKvMs, storesProbabilities: stores, recomputeBackwardQMs: recQMs, recomputeBackwardKvMs: recKvMs, forwardGflops: gf / (fwdMs / 1e3), buildMs, matmulMs: gpt2 && !quick ? mm : undefined, statsBytes: sizes.statsBytes, scratchBytes: sizes.scratchBytes, probsBytesIfStored: 4 * B * nHead * T * T });
+    results.push({ ...s, wg: attentionLanes(rt), reps, forwardMs: fwdMs, forwardOnlyMs: fwdOnlyMs, backwardQMs: bwdQMs, backwardKvMs: bwdKvMs, storesProbabilities: stores, recomputeBackwardQMs: recQMs, recomputeBackwardKvMs: recKvMs, forwardGflops: gf / (fwdMs / 1e3), buildMs, matmulMs: gpt2 && !quick ? mm : undefined, statsBytes: sizes.statsBytes, scratchBytes: sizes.scratchBytes, probsBytesIfStored: 4 * B * nHead * T * T });
   }
   emit({ benchmark: 'attention', date: new Date().toISOString(), machine: machine(rt), timing: rt.gpu.hasTimestamps ? 'gpu' : 'wall', results });
   rt.destroy();

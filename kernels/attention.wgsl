@@ -37,7 +37,8 @@
 // instead of recomputing scores, exponentials and dO_i·v_j: about half of backward_kv's work.
 //
 // Tuned for lavapipe (kernels/README.md; bench/attention.ts):
-// - A workgroup is WG = 8 lanes (one lavapipe SIMD vector) owning a tile of rows of one
+// - A workgroup is WG = 8 lanes (one lavapipe SIMD vector; the host runs 32, a warp, on hardware
+//   GPUs: src/ops/attention.ts attentionLanes) owning a tile of rows of one
 //   (batch, head); a lane owns rows r0 + r·WG + lid for r < R. Loop bounds are workgroup-uniform,
 //   so every streamed load (k, v in forward / backward_q; q, dO, L, D in backward_kv) has a uniform
 //   address: one scalar load broadcast to the 8 lanes, where a matmul needs gathers. R rows per

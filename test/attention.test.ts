@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { attentionBackward, attentionBufferBytes, attentionDims, attentionForward, attentionStoresProbabilities, ATTENTION_MAX_HEAD, ATTENTION_STORE_LIMIT_BYTES, type AttentionShape } from '../src/ops/attention.ts';
+import { attentionBackward, attentionBufferBytes, attentionDims, attentionForward, attentionLanes, attentionStoresProbabilities, ATTENTION_MAX_HEAD, ATTENTION_STORE_LIMIT_BYTES, type AttentionShape } from '../src/ops/attention.ts';
 import { attentionBackward as refBackward, attentionForward as refForward, finiteDifference, toF64 } from './reference/ops.ts';
 import { freshSeed, poison, randomArray, relError, rng, runtime } from './util/gpu.ts';
 
@@ -20,7 +20,7 @@ interface GpuResult {
  * backward on the GPU; every output NaN-poisoned first. Each head size compiles its own pipelines
  * (seconds each on lavapipe with a cold shader cache), so tests build only what they check.
  */
-async function runGpu(shape: AttentionShape, qkv: Float32Array, dout: Float32Array | null, opts: { backwardWithoutOut?: boolean; forwardOnly?: boolean; recompute?: boolean } = {}): Promise<GpuResult> {
+async function runGpu(shape: AttentionShape, qkv: Float32Array, dout: Float32Array | null, opts: { backwardWithoutOut?: boolean; forwardOnly?: boolean; recompute?: boolean; lanes?: number } = {}): Promise<GpuResult> {
   const rt = await runtime();
   const mem = rt.memory;
   const { B, T } = shape;
@@ -34,7 +34,8 @@ async function runGpu(shape: AttentionShape, qkv: Float32Array, dout: Float32Arr
   const bOut2 = mem.upload('t.out2', poison(B * T * outWidth));
   const bStats = mem.upload('t.stats', poison(sizes.statsBytes / 4));
   const bufs = [bQkv, bOut, bOut2, bStats];
-  const items = await attentionForward(rt, { ...shape, qkv: bQkv, out: bOut, stats: bStats, save: true });
+  const lanes = opts.lanes;
+  const items = await attentionForward(rt, { ...shape, qkv: bQkv, out: bOut, stats: bStats, save: true, lanes });
   if (opts.forwardOnly) items.push(...(await attentionForward(rt, { ...shape, qkv: bQkv, out: bOut2, save: false })));
   let bDqkv: GPUBuffer | undefined;
   if (dout) {
@@ -42,7 +43,7 @@ async function runGpu(shape: AttentionShape, qkv: Float32Array, dout: Float32Arr
     bDqkv = mem.upload('t.dqkv', poison(B * T * qkvWidth));
     const bScratch = mem.upload('t.scratch', poison(sizes.scratchBytes / 4));
     bufs.push(bDout, bDqkv, bScratch);
-    items.push(...(await attentionBackward(rt, { ...shape, dout: bDout, qkv: bQkv, stats: bStats, out: opts.backwardWithoutOut ? undefined : bOut, dqkv: bDqkv, scratch: bScratch, storeProbabilities })));
+    items.push(...(await attentionBackward(rt, { ...shape, dout: bDout, qkv: bQkv, stats: bStats, out: opts.backwardWithoutOut ? undefined : bOut, dqkv: bDqkv, scratch: bScratch, storeProbabilities, lanes })));
   }
   await rt.steps.run('attention-test', items);
   const res: GpuResult = {
@@ -400,6 +401,34 @@ describe('attention: GQA, head size ≠ C/nHead, sliding window, softcap, scale'
     expect(Buffer.from(again.out.buffer).equals(Buffer.from(g.out.buffer)), `seed ${seed}: out`).toBe(true);
     expect(Buffer.from(again.dqkv!.buffer).equals(Buffer.from(g.dqkv!.buffer)), `seed ${seed}: dqkv`).toBe(true);
   });
+});
+
+describe('attention with 32 lanes per workgroup (hardware GPUs\' default; tiles of 128 and 256 rows)', () => {
+  // Head size 4 (fast to compile); T spans several tiles of either size.
+  const CASES: { name: string; s: AttentionShape; recompute?: boolean; withoutOut?: boolean }[] = [
+    { name: 'MHA (2,300,8,2), stored squares', s: { B: 2, T: 300, C: 8, nHead: 2 } },
+    { name: 'GQA 6/2, hd 4, T 150, window 40, softcap 5, recomputing without the forward output', s: { B: 1, T: 150, C: 24, nHead: 6, nKvHead: 2, headDim: 4, window: 40, softcap: 5 }, recompute: true, withoutOut: true },
+  ];
+  for (const tc of CASES) {
+    it(`${tc.name}: out, stats and dqkv vs float64`, async () => {
+      const rt = await runtime();
+      expect(attentionLanes(rt)).toBe(8); // lavapipe; 32 is forced here
+      const seed = freshSeed();
+      const next = rng(seed);
+      const s = tc.s;
+      const c = cfgOf(s);
+      const { qkvWidth, outWidth } = attentionDims(s);
+      const qkv = randomArray(s.B * s.T * qkvWidth, next, 3);
+      const dout = randomArray(s.B * s.T * outWidth, next);
+      const x = toF64(qkv);
+      const ref = refGqaForward(x, c);
+      const g = await runGpu(s, qkv, dout, { lanes: 32, recompute: tc.recompute, backwardWithoutOut: tc.withoutOut });
+      expectFinite(g.dqkv!, 'dqkv', seed);
+      expect(relError(g.out, ref.out), `seed ${seed}: out`).toBeLessThanOrEqual(1e-5);
+      expect(relError(g.stats, ref.L), `seed ${seed}: stats`).toBeLessThanOrEqual(1e-5);
+      expect(relError(g.dqkv!, refGqaBackward(toF64(dout), x, c)), `seed ${seed}: dqkv`).toBeLessThanOrEqual(1e-4);
+    });
+  }
 });
 
 describe('attention host module', () => {

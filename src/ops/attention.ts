@@ -52,6 +52,8 @@ export interface AttentionForwardArgs extends AttentionShape {
   stats?: BufferBinding;
   /** Save stats for a backward; false = forward-only (frozen prefix, inference, traces). */
   save: boolean;
+  /** Lanes per workgroup; default attentionLanes(rt) (8 on software adapters, 32 on hardware GPUs). */
+  lanes?: number;
 }
 
 export interface AttentionBackwardArgs extends AttentionShape {
@@ -76,15 +78,31 @@ export interface AttentionBackwardArgs extends AttentionShape {
    * the same choice.
    */
   storeProbabilities?: boolean;
+  /** Lanes per workgroup; default attentionLanes(rt) (8 on software adapters, 32 on hardware GPUs). */
+  lanes?: number;
 }
 
-/** Lanes per workgroup: one lavapipe SIMD vector (see kernels/attention.wgsl). */
+/** Lanes per workgroup on software adapters: one lavapipe SIMD vector (see kernels/attention.wgsl). */
 export const ATTENTION_WG = 8;
+/** Lanes per workgroup on hardware GPUs: one warp (NVIDIA, Apple, Intel SIMD32), half an AMD wave64. */
+export const ATTENTION_WG_HARDWARE = 32;
 /**
- * Rows per workgroup tile of each entry point: WG lanes × the rows each lane owns, written out in
- * the WGSL (forward 8, backward_q 4, backward_kv 4). Keep in sync with kernels/attention.wgsl.
+ * Rows each lane owns in each entry point, written out in the WGSL (forward 8, backward_q 4,
+ * backward_kv 4): a workgroup's tile is lanes × these rows. Keep in sync with kernels/attention.wgsl.
  */
-export const ATTENTION_TILE_ROWS = { forward: 8 * ATTENTION_WG, backward_q: 4 * ATTENTION_WG, backward_kv: 4 * ATTENTION_WG, backward_kv_stored: 4 * ATTENTION_WG } as const;
+export const ATTENTION_ROWS_PER_LANE = { forward: 8, backward_q: 4, backward_kv: 4, backward_kv_stored: 4 } as const;
+
+/** Lanes per workgroup the kernels run with on this adapter (8 on software adapters, 32 on GPUs). */
+export function attentionLanes(rt: Runtime): number {
+  return rt.gpu.info.isSoftware ? ATTENTION_WG : ATTENTION_WG_HARDWARE;
+}
+
+function lanesOf(rt: Runtime, what: string, lanes: number | undefined): number {
+  const wg = lanes ?? attentionLanes(rt);
+  const max = rt.gpu.limits.maxComputeInvocationsPerWorkgroup ?? 256;
+  if (!(Number.isInteger(wg) && wg >= 1 && wg <= Math.min(max, 256))) throw new Error(`${what}: lanes must be an integer in 1..${Math.min(max, 256)} (got ${wg})`);
+  return wg;
+}
 /**
  * Largest pair of stored squares (p and dS, 2·B·nHead·T² floats) the backward keeps by default:
  * 32 MiB covers B=4, T=256 with 12 heads (24 MiB); longer sequences recompute.
@@ -182,12 +200,12 @@ function uniforms(s: AttentionShape, d: AttentionDims): Record<string, number> {
  * Override constants shared by the three entry points. Features that are off compile away: with
  * GQA, WINDOWED and SOFTCAP false (GPT-2) the kernels are GPT-2's plain causal multi-head ones.
  */
-function variant(s: AttentionShape, d: AttentionDims): Record<string, number | boolean> {
-  return { HS: d.hd, WG: ATTENTION_WG, GQA: d.nKvHead < s.nHead, WINDOWED: d.window > 0, SOFTCAP: d.softcap > 0 };
+function variant(s: AttentionShape, d: AttentionDims, lanes: number): Record<string, number | boolean> {
+  return { HS: d.hd, WG: lanes, GQA: d.nKvHead < s.nHead, WINDOWED: d.window > 0, SOFTCAP: d.softcap > 0 };
 }
 
-function workgroups(s: AttentionShape, heads: number, entry: keyof typeof ATTENTION_TILE_ROWS): readonly [number, number] {
-  return grid(s.B * heads * Math.ceil(s.T / ATTENTION_TILE_ROWS[entry]));
+function workgroups(s: AttentionShape, heads: number, entry: keyof typeof ATTENTION_ROWS_PER_LANE, lanes: number): readonly [number, number] {
+  return grid(s.B * heads * Math.ceil(s.T / (ATTENTION_ROWS_PER_LANE[entry] * lanes)));
 }
 
 /** One dispatch: out = softmax(mask(softcap(scale·q·kᵀ)))·v per query head; stats saved when `save`. */
@@ -198,9 +216,10 @@ export async function attentionForward(rt: Runtime, args: AttentionForwardArgs):
   checkSize('attentionForward', 'qkv', args.qkv, B * T * d.qkvWidth);
   checkSize('attentionForward', 'out', args.out, B * T * d.outWidth);
   if (args.save) checkSize('attentionForward', 'stats', args.stats!, B * nHead * T);
-  const kernel = await rt.kernels.kernel('attention', 'forward', { ...variant(args, d), SAVE_STATS: args.save });
+  const lanes = lanesOf(rt, 'attentionForward', args.lanes);
+  const kernel = await rt.kernels.kernel('attention', 'forward', { ...variant(args, d, lanes), SAVE_STATS: args.save });
   const bound = rt.kernels.bind(kernel, { qkv: args.qkv, out: args.out, stats: args.save ? args.stats! : rt.dummy }, uniforms(args, d));
-  return [{ bound, workgroups: workgroups(args, nHead, 'forward') }];
+  return [{ bound, workgroups: workgroups(args, nHead, 'forward', lanes) }];
 }
 
 /** Two dispatches: dq (and D into scratch), then dk and dv. dqkv is overwritten. */
@@ -217,14 +236,15 @@ export async function attentionBackward(rt: Runtime, args: AttentionBackwardArgs
   if (args.out) checkSize('attentionBackward', 'out', args.out, B * T * d.outWidth);
   const hasOut = !!args.out;
   const kvEntry = store ? 'backward_kv_stored' : 'backward_kv';
+  const lanes = lanesOf(rt, 'attentionBackward', args.lanes);
   const [kq, kkv] = await Promise.all([
-    rt.kernels.kernel('attention', 'backward_q', { ...variant(args, d), HAS_OUT: hasOut, STORE_P: store }),
-    rt.kernels.kernel('attention', kvEntry, variant(args, d)),
+    rt.kernels.kernel('attention', 'backward_q', { ...variant(args, d, lanes), HAS_OUT: hasOut, STORE_P: store }),
+    rt.kernels.kernel('attention', kvEntry, variant(args, d, lanes)),
   ]);
   const u = uniforms(args, d);
   const q = rt.kernels.bind(kq, { qkv: args.qkv, dout: args.dout, lse: args.stats, fout: args.out ?? rt.dummy, dqkv: args.dqkv, dsum: args.scratch }, u);
   const kv = rt.kernels.bind(kkv, { qkv: args.qkv, dout: args.dout, lse: args.stats, dqkv: args.dqkv, dsum: args.scratch }, u);
-  return [{ bound: q, workgroups: workgroups(args, nHead, 'backward_q') }, { bound: kv, workgroups: workgroups(args, d.nKvHead, kvEntry) }];
+  return [{ bound: q, workgroups: workgroups(args, nHead, 'backward_q', lanes) }, { bound: kv, workgroups: workgroups(args, d.nKvHead, kvEntry, lanes) }];
 }
 
 /** Query–key pairs one head computes: Σ_i min(i + 1, window) (all j ≤ i without a window). */
