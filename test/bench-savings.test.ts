@@ -4,7 +4,7 @@ import { mkdtempSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { benchSavingsCommand, parseBoundaries } from '../src/cli/bench.ts';
+import { benchSavingsCommand, pairedSaving, parseBoundaries } from '../src/cli/bench.ts';
 import { stepCost } from '../src/analysis/cost.ts';
 import { fixture } from './util/fixtures.ts';
 
@@ -15,6 +15,14 @@ describe('semfreeze bench savings', () => {
     expect(parseBoundaries('none,1,1', 3)).toEqual(['none', 1]);
     expect(() => parseBoundaries('4', 3)).toThrow(/'4' is not none or a block count 0..3/);
     expect(() => parseBoundaries('x', 3)).toThrow(/'x'/);
+  });
+
+  it('pairs savings by round: a slow round cancels instead of shifting a median', () => {
+    // Round 3 ran 3× slower for everything: each round saves 50% except round 2 (a blip of K's);
+    // the ratio of the medians (150 and 100) would say −50%.
+    expect(pairedSaving([50, 150, 150], [100, 100, 300])).toBeCloseTo(0.5, 12);
+    expect(pairedSaving([], [])).toBeNull();
+    expect(pairedSaving([1, 2], [1])).toBeNull();
   });
 
   it.each([false, true])('gpt2-odd, cached boundary %s: a row per boundary, savings against none, the plot', async (cached) => {

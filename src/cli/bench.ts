@@ -2,7 +2,8 @@
 // the cost model. One training graph per boundary, all built first (each one's GPU memory measured
 // alone), then timed in rounds with the boundaries' order rotated every round so that machine noise
 // hits all alike. Per boundary: median wall ms and GPU ms per step, GPU memory, the analytic step FLOPs
-// and memory, and measured / analytic saving. With --cache-boundary each frozen boundary's step starts
+// and memory, and measured / analytic saving (savings paired by round: pairedSaving). With
+// --cache-boundary each frozen boundary's step starts
 // at block K (the boundary activation cache's steady state) and the analytic figure drops the prefix.
 import { stepCost, type Boundary } from '../analysis/cost.ts';
 import type { StepItem } from '../gpu/step.ts';
@@ -85,6 +86,17 @@ export function parseBoundaries(text: string, N: number): Boundary[] {
   return [...new Set(out)];
 }
 
+/**
+ * A boundary's step saving from timed rounds, paired by round: the median over rounds of each
+ * round's own 1 − t_K / t_none (both timed within seconds of each other). A slow spell of a noisy
+ * machine that spans a round then cancels, where a ratio of the two medians would carry it.
+ * null without samples or when the rounds do not pair up.
+ */
+export function pairedSaving(times: readonly number[], full: readonly number[]): number | null {
+  if (times.length === 0 || times.length !== full.length) return null;
+  return median(times.map((t, r) => 1 - t / full[r]!));
+}
+
 /** The analytic step FLOPs at K, without the frozen prefix's forward when its boundary is cached. */
 function analyticFlops(cfg: Parameters<typeof stepCost>[0], B: number, T: number, K: Boundary, cached: boolean, lora?: { r: number }): number {
   return stepCost(cfg, B, T, K, { cachedBoundary: cached, lora }).flops.total;
@@ -165,13 +177,14 @@ export async function benchSavingsCommand(o: BenchSavingsOptions): Promise<Bound
 
   const fullWall = median(wall.get('none')!);
   const fullGpu = gpu.get('none')!.length ? median(gpu.get('none')!) : null;
+  const saving = (times: Map<Boundary, number[]>, K: Boundary) => (K === 'none' ? null : pairedSaving(times.get(K)!, times.get('none')!));
   const fullFlops = analyticFlops(cfg, o.batch, T, 'none', false);
   const rows: BoundaryMeasurement[] = graphs.map(({ K, bytes }) => {
     const w = median(wall.get(K)!);
     const g = gpu.get(K)!.length ? median(gpu.get(K)!) : null;
     const flops = analyticFlops(cfg, o.batch, T, K, cached, loraAt(K));
     const analyticSaving = K === 'none' ? null : 1 - flops / fullFlops;
-    const measuredSaving = K === 'none' ? null : 1 - w / fullWall;
+    const measuredSaving = saving(wall, K);
     return {
       boundary: K,
       wallMs: w,
@@ -180,7 +193,7 @@ export async function benchSavingsCommand(o: BenchSavingsOptions): Promise<Bound
       analyticFlops: flops,
       analyticBytes: stepCost(cfg, o.batch, T, K, { lora: loraAt(K) }).memory.totalBytes,
       measuredSaving,
-      measuredGpuSaving: K === 'none' || g === null || fullGpu === null ? null : 1 - g / fullGpu,
+      measuredGpuSaving: g === null || fullGpu === null ? null : saving(gpu, K),
       analyticSaving,
       ratio: measuredSaving !== null && analyticSaving !== null && analyticSaving > 0 ? measuredSaving / analyticSaving : null,
       ...(profiles.has(K) ? { profile: profiles.get(K)! } : {}),
