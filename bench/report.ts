@@ -98,12 +98,12 @@ for (const [f, title] of [['savings-base.json', 'every boundary'], ['savings-bas
   const none = sv.rows.find((r: { boundary: unknown }) => r.boundary === 'none');
   p(`## Savings on the shipped base model, ${title} (\`semfreeze bench savings\`)`);
   p();
-  p(`${sv.machine ? machineLine(sv.machine) : `adapter ${sv.adapter.vendor} / ${sv.adapter.architecture} (${sv.adapter.description})`}.${sv.date ? ` ${sv.date.slice(0, 10)}.` : ''} \`${sv.command ?? 'semfreeze bench savings'}\`: ${sv.model}, B=${sv.batch}, T=${sv.seq}, AdamW; median of ${sv.rounds} rounds with the boundaries' order rotated each round. Wall time covers encoding, submit and the wait; GPU time is between timestamps.`);
+  p(`${sv.machine ? machineLine(sv.machine) : `adapter ${sv.adapter.vendor} / ${sv.adapter.architecture} (${sv.adapter.description})`}.${sv.date ? ` ${sv.date.slice(0, 10)}.` : ''} \`${sv.command ?? 'semfreeze bench savings'}\`: ${sv.model}, B=${sv.batch}, T=${sv.seq}, AdamW; median of ${sv.rounds} rounds with the boundaries' order rotated each round; each frozen step runs between two full fine-tuning steps and its saving is the median over rounds of 1 − t / (mean of the two) (paired within about a second, so the machine's slow spells cancel); the step cost is 1 − that saving over the analytic share. Wall time covers encoding, submit and the wait; GPU time is between timestamps.`);
   p();
   p('| --freeze | wall ms | GPU ms | wall / GPU | GPU MiB | step saving (wall) | analytic | measured / analytic | step cost measured / analytic |');
   p('| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |');
   for (const r of sv.rows) {
-    const costRatio = (r.wallMs / none.wallMs) / (r.analyticFlops / none.analyticFlops);
+    const costRatio = (r.measuredSaving === null ? 1 : 1 - r.measuredSaving) / (r.analyticFlops / none.analyticFlops);
     p(`| ${r.boundary} | ${r.wallMs.toFixed(0)} | ${r.gpuMs === null ? '–' : r.gpuMs.toFixed(0)} | ${r.gpuMs ? (r.wallMs / r.gpuMs).toFixed(3) : '–'} | ${mib(r.gpuBytes)} | ${pct(r.measuredSaving)} | ${pct(r.analyticSaving)} | ${r.ratio === null ? '–' : `${(100 * r.ratio).toFixed(0)}%`} | ${costRatio.toFixed(2)} |`);
   }
   p();

@@ -173,7 +173,7 @@ bench
   .option('--batch <B>', 'sequences per step', int('--batch', 1), 4)
   .option('--seq <T>', 'tokens per sequence (default: min(128, n_positions))', int('--seq', 1))
   .option('--boundaries <list>', "'all' (none and 0..N) or a comma list such as none,0,6,12", 'all')
-  .option('--rounds <n>', 'timed rounds (medians over them; each saving is the median of the rounds\' own savings against none)', int('--rounds', 1), 5)
+  .option('--rounds <n>', 'timed rounds (medians over them; each frozen step runs between two full ones and its saving is taken against their mean)', int('--rounds', 1), 5)
   .option('--cache-boundary', 'time the cached-boundary step (blocks K..N-1 only), as finetune --cache-boundary runs after its first epoch')
   .option('--lora <R>', 'time LoRA (rank R, alpha 2R, every linear layer) on blocks K..N-1 at each boundary, against full fine-tuning (none)', int('--lora', 1))
   .option('--json', 'print the measurements as JSON')

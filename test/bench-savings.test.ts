@@ -17,12 +17,13 @@ describe('semfreeze bench savings', () => {
     expect(() => parseBoundaries('x', 3)).toThrow(/'x'/);
   });
 
-  it('pairs savings by round: a slow round cancels instead of shifting a median', () => {
-    // Round 3 ran 3× slower for everything: each round saves 50% except round 2 (a blip of K's);
-    // the ratio of the medians (150 and 100) would say −50%.
-    expect(pairedSaving([50, 150, 150], [100, 100, 300])).toBeCloseTo(0.5, 12);
-    expect(pairedSaving([], [])).toBeNull();
-    expect(pairedSaving([1, 2], [1])).toBeNull();
+  it('pairs each frozen step with the full steps around it: a slow spell cancels', () => {
+    // The third pair ran 3× slower throughout and the second is a blip of K's: the median is 50%,
+    // where the ratio of the medians (150 over 100) would say −50%.
+    expect(pairedSaving([{ t: 50, before: 100, after: 100 }, { t: 150, before: 100, after: 100 }, { t: 150, before: 300, after: 300 }])).toBeCloseTo(0.5, 12);
+    // A pair straddling a change of speed compares against the mean of its two sides.
+    expect(pairedSaving([{ t: 75, before: 100, after: 200 }])).toBeCloseTo(0.5, 12);
+    expect(pairedSaving([])).toBeNull();
   });
 
   it.each([false, true])('gpt2-odd, cached boundary %s: a row per boundary, savings against none, the plot', async (cached) => {

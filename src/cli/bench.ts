@@ -2,7 +2,8 @@
 // the cost model. One training graph per boundary, all built first (each one's GPU memory measured
 // alone), then timed in rounds with the boundaries' order rotated every round so that machine noise
 // hits all alike. Per boundary: median wall ms and GPU ms per step, GPU memory, the analytic step FLOPs
-// and memory, and measured / analytic saving (savings paired by round: pairedSaving). With
+// and memory, and measured / analytic saving (each frozen step timed between two full ones:
+// pairedSaving). With
 // --cache-boundary each frozen boundary's step starts
 // at block K (the boundary activation cache's steady state) and the analytic figure drops the prefix.
 import { stepCost, type Boundary } from '../analysis/cost.ts';
@@ -86,15 +87,22 @@ export function parseBoundaries(text: string, N: number): Boundary[] {
   return [...new Set(out)];
 }
 
+/** One frozen boundary's step time and the full fine-tuning steps timed just before and after it. */
+export interface Pair {
+  t: number;
+  before: number;
+  after: number;
+}
+
 /**
- * A boundary's step saving from timed rounds, paired by round: the median over rounds of each
- * round's own 1 − t_K / t_none (both timed within seconds of each other). A slow spell of a noisy
- * machine that spans a round then cancels, where a ratio of the two medians would carry it.
- * null without samples or when the rounds do not pair up.
+ * A boundary's step saving from its timed pairs: the median of 1 − t / mean(before, after). Each
+ * pair lies within about a second, so a slow spell of a noisy machine (seconds) slows both sides
+ * alike and cancels, where a ratio of two medians taken over minutes would carry it. null without
+ * samples.
  */
-export function pairedSaving(times: readonly number[], full: readonly number[]): number | null {
-  if (times.length === 0 || times.length !== full.length) return null;
-  return median(times.map((t, r) => 1 - t / full[r]!));
+export function pairedSaving(pairs: readonly Pair[]): number | null {
+  if (pairs.length === 0) return null;
+  return median(pairs.map((x) => 1 - (2 * x.t) / (x.before + x.after)));
 }
 
 /** The analytic step FLOPs at K, without the frozen prefix's forward when its boundary is cached. */
@@ -152,15 +160,34 @@ export async function benchSavingsCommand(o: BenchSavingsOptions): Promise<Bound
 
   const wall = new Map<Boundary, number[]>(boundaries.map((K) => [K, []]));
   const gpu = new Map<Boundary, number[]>(boundaries.map((K) => [K, []]));
+  // Each frozen boundary's step runs between two full fine-tuning steps, and its saving is taken
+  // against their mean (pairedSaving): the pair lies within about a second, shorter than the slow
+  // spells of a noisy machine, which then cancel.
+  const pairs = new Map<Boundary, { wall: Pair[]; gpu: Pair[] }>(boundaries.map((K) => [K, { wall: [], gpu: [] }]));
+  const full = graphs.find((g) => g.K === 'none')!;
+  const others = graphs.filter((g) => g.K !== 'none');
   const bar = new ProgressLine();
-  // A warm-up round (pipelines, first touch), then timed rounds with the order rotated.
-  for (let round = -1; round < o.rounds; round++) {
-    for (let i = 0; i < graphs.length; i++) {
-      const g = graphs[(i + Math.max(0, round)) % graphs.length]!;
-      const t = await rt.steps.run(`bench-${g.K}`, g.items, { timestamps: true });
-      if (round < 0) continue;
+  const timed = async (g: (typeof graphs)[number], record: boolean) => {
+    const t = await rt.steps.run(`bench-${g.K}`, g.items, { timestamps: true });
+    if (record) {
       wall.get(g.K)!.push(t.wallMs);
       if (t.gpuMs !== undefined) gpu.get(g.K)!.push(t.gpuMs);
+    }
+    return t;
+  };
+  // A warm-up round (pipelines, first touch), then timed rounds with the order rotated.
+  for (let round = -1; round < o.rounds; round++) {
+    const record = round >= 0;
+    let before = await timed(full, record);
+    for (let i = 0; i < others.length; i++) {
+      const g = others[(i + Math.max(0, round)) % others.length]!;
+      const t = await timed(g, record);
+      const after = await timed(full, record);
+      if (record) {
+        pairs.get(g.K)!.wall.push({ t: t.wallMs, before: before.wallMs, after: after.wallMs });
+        if (t.gpuMs !== undefined && before.gpuMs !== undefined && after.gpuMs !== undefined) pairs.get(g.K)!.gpu.push({ t: t.gpuMs, before: before.gpuMs, after: after.gpuMs });
+      }
+      before = after;
     }
     if (!o.json && round >= 0) bar.update(`round ${round + 1}/${o.rounds}`, round + 1 === o.rounds);
   }
@@ -177,14 +204,14 @@ export async function benchSavingsCommand(o: BenchSavingsOptions): Promise<Bound
 
   const fullWall = median(wall.get('none')!);
   const fullGpu = gpu.get('none')!.length ? median(gpu.get('none')!) : null;
-  const saving = (times: Map<Boundary, number[]>, K: Boundary) => (K === 'none' ? null : pairedSaving(times.get(K)!, times.get('none')!));
+  const saving = (which: 'wall' | 'gpu', K: Boundary) => (K === 'none' ? null : pairedSaving(pairs.get(K)![which]));
   const fullFlops = analyticFlops(cfg, o.batch, T, 'none', false);
   const rows: BoundaryMeasurement[] = graphs.map(({ K, bytes }) => {
     const w = median(wall.get(K)!);
     const g = gpu.get(K)!.length ? median(gpu.get(K)!) : null;
     const flops = analyticFlops(cfg, o.batch, T, K, cached, loraAt(K));
     const analyticSaving = K === 'none' ? null : 1 - flops / fullFlops;
-    const measuredSaving = saving(wall, K);
+    const measuredSaving = saving('wall', K);
     return {
       boundary: K,
       wallMs: w,
@@ -193,7 +220,7 @@ export async function benchSavingsCommand(o: BenchSavingsOptions): Promise<Bound
       analyticFlops: flops,
       analyticBytes: stepCost(cfg, o.batch, T, K, { lora: loraAt(K) }).memory.totalBytes,
       measuredSaving,
-      measuredGpuSaving: g === null || fullGpu === null ? null : saving(gpu, K),
+      measuredGpuSaving: g === null || fullGpu === null ? null : saving('gpu', K),
       analyticSaving,
       ratio: measuredSaving !== null && analyticSaving !== null && analyticSaving > 0 ? measuredSaving / analyticSaving : null,
       ...(profiles.has(K) ? { profile: profiles.get(K)! } : {}),
