@@ -49,7 +49,7 @@ export interface BoundaryMeasurement {
   gpuBytes: number;
   analyticFlops: number;
   analyticBytes: number;
-  /** 1 − measured(K)/measured(none), wall and GPU; null for 'none'. */
+  /** pairedSaving of the wall and GPU times (each frozen step against the full steps around it); null for 'none'. */
   measuredSaving: number | null;
   measuredGpuSaving: number | null;
   analyticSaving: number | null;
@@ -57,6 +57,8 @@ export interface BoundaryMeasurement {
   ratio: number | null;
   /** With --profile: the step's GPU time by kernel family, largest first (passes timed one by one). */
   profile?: KernelFamilyTime[];
+  /** The timed wall-ms pairs behind measuredSaving, in order (absent for 'none'). */
+  wallPairs?: Pair[];
 }
 
 /** Sum a profiled step's per-dispatch times by kernel file:entry. */
@@ -224,6 +226,7 @@ export async function benchSavingsCommand(o: BenchSavingsOptions): Promise<Bound
       analyticSaving,
       ratio: measuredSaving !== null && analyticSaving !== null && analyticSaving > 0 ? measuredSaving / analyticSaving : null,
       ...(profiles.has(K) ? { profile: profiles.get(K)! } : {}),
+      ...(K === 'none' ? {} : { wallPairs: pairs.get(K)!.wall }),
     };
   });
   rt.memory.releaseSince(mark);
