@@ -483,6 +483,14 @@ fn backward_q(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg
   if (i3 < T) { let db = (tl.b * T + i3) * W + tl.h * HS; for (var c = 0u; c < n4; c++) { st_dqkv(db, c, dq3[c] * p.scale); } }
 }
 
+// backward_kv*, key row j (< T) of kv head kvh in batch b done: write its dk (scaled) and dv.
+fn st_kv_row(b: u32, kvh: u32, j: u32, dk: ptr<function, array<vec4<f32>, MAXD4>>, dv: ptr<function, array<vec4<f32>, MAXD4>>) {
+  if (j >= p.T) { return; }
+  let db = (b * p.T + j) * p.W + (p.nHead + kvh) * HS;  // k columns of this kv head; v at +nKv·HS
+  let VO = p.nKv * HS;
+  for (var c = 0u; c < nchunks(); c++) { st_dqkv(db, c, (*dk)[c] * p.scale); st_dqkv(db + VO, c, (*dv)[c]); }
+}
+
 @compute @workgroup_size(WG)
 fn backward_kv(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                @builtin(local_invocation_id) lid: vec3<u32>) {
@@ -561,28 +569,15 @@ fn backward_kv(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nw
       }
     }
   }
-  let kc = (p.nHead + tl.h) * HS;  // k columns of this kv head; v at +VO
-  if (j0 < T) {
-    let db = (tl.b * T + j0) * W + kc;
-    for (var c = 0u; c < n4; c++) { st_dqkv(db, c, dk0[c] * p.scale); st_dqkv(db + VO, c, dv0[c]); }
-  }
-  if (j1 < T) {
-    let db = (tl.b * T + j1) * W + kc;
-    for (var c = 0u; c < n4; c++) { st_dqkv(db, c, dk1[c] * p.scale); st_dqkv(db + VO, c, dv1[c]); }
-  }
-  if (j2 < T) {
-    let db = (tl.b * T + j2) * W + kc;
-    for (var c = 0u; c < n4; c++) { st_dqkv(db, c, dk2[c] * p.scale); st_dqkv(db + VO, c, dv2[c]); }
-  }
-  if (j3 < T) {
-    let db = (tl.b * T + j3) * W + kc;
-    for (var c = 0u; c < n4; c++) { st_dqkv(db, c, dk3[c] * p.scale); st_dqkv(db + VO, c, dv3[c]); }
-  }
+  st_kv_row(tl.b, tl.h, j0, &dk0, &dv0); st_kv_row(tl.b, tl.h, j1, &dk1, &dv1);
+  st_kv_row(tl.b, tl.h, j2, &dk2, &dv2); st_kv_row(tl.b, tl.h, j3, &dk3, &dv3);
 }
 
 // backward_kv from the p_ij and dS_ij backward_q stored (STORE_P; short sequences, where the two
 // B·nHead·T² squares are cheap): per (i, j) two loads instead of recomputing q_i·k_j, dO_i·v_j and
-// the exponential, and no private k, v rows. Same tiles, order of sums and outputs as backward_kv.
+// the exponential, and no private k, v rows. Same tiles, order of sums and outputs as backward_kv;
+// its dk, dv loop is written out again here rather than shared through pointers, like every hot
+// loop in this file (lavapipe keeps named per-row registers only when it sees them directly).
 // Entries backward_q did not write (keys before its tile's first, with a window) are never read:
 // every p, dS is selected on vis.
 @compute @workgroup_size(WG)
@@ -644,9 +639,6 @@ fn backward_kv_stored(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgro
       }
     }
   }
-  let kc = (p.nHead + tl.h) * HS;
-  if (j0 < T) { let db = (tl.b * T + j0) * W + kc; for (var c = 0u; c < n4; c++) { st_dqkv(db, c, dk0[c] * p.scale); st_dqkv(db + VO, c, dv0[c]); } }
-  if (j1 < T) { let db = (tl.b * T + j1) * W + kc; for (var c = 0u; c < n4; c++) { st_dqkv(db, c, dk1[c] * p.scale); st_dqkv(db + VO, c, dv1[c]); } }
-  if (j2 < T) { let db = (tl.b * T + j2) * W + kc; for (var c = 0u; c < n4; c++) { st_dqkv(db, c, dk2[c] * p.scale); st_dqkv(db + VO, c, dv2[c]); } }
-  if (j3 < T) { let db = (tl.b * T + j3) * W + kc; for (var c = 0u; c < n4; c++) { st_dqkv(db, c, dk3[c] * p.scale); st_dqkv(db + VO, c, dv3[c]); } }
+  st_kv_row(tl.b, tl.h, j0, &dk0, &dv0); st_kv_row(tl.b, tl.h, j1, &dk1, &dv1);
+  st_kv_row(tl.b, tl.h, j2, &dk2, &dv2); st_kv_row(tl.b, tl.h, j3, &dk3, &dv3);
 }
