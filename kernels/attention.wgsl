@@ -576,8 +576,8 @@ fn backward_kv(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nw
 // backward_kv from the p_ij and dS_ij backward_q stored (STORE_P; short sequences, where the two
 // B·nHead·T² squares are cheap): per (i, j) two loads instead of recomputing q_i·k_j, dO_i·v_j and
 // the exponential, and no private k, v rows. Same tiles, order of sums and outputs as backward_kv;
-// its dk, dv loop is written out again here rather than shared through pointers, like every hot
-// loop in this file (lavapipe keeps named per-row registers only when it sees them directly).
+// its dk, dv loop is written out again rather than shared through pointers to the per-row arrays:
+// this file's hot loops keep the form measured on lavapipe, and that one has not been.
 // Entries backward_q did not write (keys before its tile's first, with a window) are never read:
 // every p, dS is selected on vis.
 @compute @workgroup_size(WG)
