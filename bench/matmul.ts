@@ -3,7 +3,7 @@
 // `auto`) and the tiled kernel (hardware GPUs' `auto`). `tsx bench/matmul.ts [--reps N] [--json FILE]`
 import { Runtime } from '../src/gpu/runtime.ts';
 import { nodePlatform } from '../src/platform/node.ts';
-import { matmul, matmulEntry, matmulFlops, matmulPath, matmulPlan, type MatmulForm, type MatmulStrategy } from '../src/ops/matmul.ts';
+import { matmul, matmulEntry, matmulFlops, matmulPathFor, matmulPlan, type MatmulForm, type MatmulStrategy } from '../src/ops/matmul.ts';
 import { arg, emit, machine, median } from './util.ts';
 
 const SHAPES: { name: string; M: number; N: number; K: number; form: MatmulForm }[] = [
@@ -62,8 +62,8 @@ async function main() {
       timing: rt.gpu.hasTimestamps ? 'gpu timestamps' : 'wall clock',
     });
   }
-  // What `auto` runs on this adapter (ops/matmul.ts matmulPath).
-  const autoPath = matmulPath(rt);
+  // What `auto` runs on this adapter (ops/matmul.ts matmulPathFor).
+  const autoPath = await matmulPathFor(rt);
   emit({ benchmark: 'matmul', date: new Date().toISOString(), machine: machine(rt), autoPath, results });
   rt.destroy();
 }

@@ -7,7 +7,7 @@
 // --shape sets the training step's and the forward's batch and sequence (GPU-sized runs: bench/gpu.sh);
 // --matmul overrides the adapter's matmul path (ops/matmul.ts matmulPath) to compare the two.
 import { Runtime } from '../src/gpu/runtime.ts';
-import { matmulPath } from '../src/ops/matmul.ts';
+import { matmulPathFor } from '../src/ops/matmul.ts';
 import { nodePlatform } from '../src/platform/node.ts';
 import type { ModelConfig } from '../src/model/config.ts';
 import { Gpt2Forward } from '../src/model/forward.ts';
@@ -158,7 +158,7 @@ async function main() {
   const configs = shape ? chosen.map((c) => ({ ...c, forward: [shape], train: shape })) : chosen;
   const results = [];
   for (const c of configs) results.push(await benchConfig(rt, c, reps));
-  emit({ benchmark: 'model', date: new Date().toISOString(), machine: machine(rt), matmulPath: matmulPath(rt), reps, results });
+  emit({ benchmark: 'model', date: new Date().toISOString(), machine: machine(rt), matmulPath: await matmulPathFor(rt), reps, results });
   rt.destroy();
 }
 

@@ -47,7 +47,7 @@ function crossEntropy(logits: ArrayLike<number>, target: number): number {
 describe('semfreeze CLI', () => {
   it('doctor --json: adapter and a positive GFLOP/s', async () => {
     const r = ok(await runCli(['doctor', '--json', '--size', '64']));
-    const j = stdoutJson<{ adapter: { vendor: string; backend: string }; features: string[]; limits: Record<string, number>; matmul: { shape: string; gflops: number } }>(r);
+    const j = stdoutJson<{ adapter: { vendor: string; backend: string }; features: string[]; limits: Record<string, number>; matmul: { shape: string; gflops: number; path: string } }>(r);
     expect(typeof j.adapter.vendor).toBe('string');
     expect(j.adapter.backend.length).toBeGreaterThan(0);
     expect(Array.isArray(j.features)).toBe(true);
@@ -55,6 +55,7 @@ describe('semfreeze CLI', () => {
     expect(j.matmul.shape).toBe('64x64x64');
     expect(j.matmul.gflops).toBeGreaterThan(0);
     expect(Number.isFinite(j.matmul.gflops)).toBe(true);
+    expect(j.matmul.path).toBe('transpose'); // lavapipe: software adapters take the transposes into tn
   });
 
   it('trace --out matches the transformers reference (gpt2-odd, row 0: every hidden state, logits)', async () => {

@@ -19,7 +19,7 @@ export async function doctor(opts: { json?: boolean; size?: number }): Promise<v
     `backend       ${g.info.backend}`,
     `features      ${report.features.join(', ') || '(none)'}`,
     ...Object.entries(limits).map(([k, v]) => `${k.padEnd(36)}${/Size$/.test(k) ? size(v) : v}`.replace(/^/, 'limit ')),
-    `matmul        ${report.matmul.shape} f32: ${gflops.toFixed(1)} GFLOP/s (${report.matmul.timing})`,
+    `matmul        ${report.matmul.shape} f32: ${gflops.toFixed(1)} GFLOP/s (${report.matmul.timing}; ${report.matmul.path === 'tiled' ? 'tiled kernel' : 'transposes into tn'})`,
   ];
   process.stdout.write(`${lines.join('\n')}\n`);
 }

@@ -114,11 +114,13 @@ export interface OpenOptions {
    */
   capLimits?: Record<string, number>;
   /**
-   * The matmul path `auto` takes (ops/matmul.ts): `transpose` (transposes into the tn kernel, the
-   * fast one on software adapters) or `tiled` (workgroup-memory tiles, for hardware GPUs). Default:
-   * by the adapter. Benchmarks set it to compare the two on one adapter.
+   * The matmul path `auto` takes (ops/matmul.ts matmulPathFor): `transpose` (transposes into the tn
+   * kernel, the fast one on software adapters), `tiled` (workgroup-memory tiles, for hardware GPUs)
+   * or `tune` (time both on this adapter, even a software one, unless the tuning store has the
+   * answer). Default: transposes on software adapters, the faster one (timed once per adapter,
+   * then kept) on hardware GPUs. Benchmarks set it to compare the two on one adapter.
    */
-  matmul?: 'transpose' | 'tiled';
+  matmul?: 'transpose' | 'tiled' | 'tune';
 }
 
 export async function openDevice(platform: Platform, opts: OpenOptions = {}): Promise<GpuDevice> {

@@ -13,7 +13,7 @@ export class Runtime {
     readonly kernels: KernelRegistry,
     readonly steps: StepRunner,
     /** OpenOptions.matmul: the matmul path chosen by the caller, else undefined (by the adapter). */
-    readonly matmulPreference?: 'transpose' | 'tiled',
+    readonly matmulPreference?: 'transpose' | 'tiled' | 'tune',
   ) {
     this.dummy = memory.storage('dummy', 16);
   }

@@ -54,9 +54,82 @@ const TILES: Record<'nn' | 'nt' | 'tn' | 'generic' | 'tiled', { wg: [number, num
   tiled: { wg: [16, 16], rows: 4, cols: 4 },
 };
 
-/** The path `auto` takes on this runtime's adapter: tiled on hardware GPUs, transposes into tn on software ones. */
-export function matmulPath(rt: Runtime): 'transpose' | 'tiled' {
-  return rt.matmulPreference ?? (rt.gpu.info.isSoftware ? 'transpose' : 'tiled');
+export type MatmulPath = 'transpose' | 'tiled';
+
+/**
+ * The path `auto` starts from, before any measurement: the caller's choice (OpenOptions.matmul),
+ * else tiled on hardware GPUs and transposes into tn on software adapters. matmulPathFor() is the
+ * path `auto` actually takes.
+ */
+export function matmulPath(rt: Runtime): MatmulPath {
+  const pref = rt.matmulPreference;
+  if (pref === 'transpose' || pref === 'tiled') return pref;
+  return rt.gpu.info.isSoftware ? 'transpose' : 'tiled';
+}
+
+const chosen = new WeakMap<Runtime, Promise<MatmulPath>>();
+
+/**
+ * The path `auto` takes on this runtime, decided once per runtime: the caller's choice if any; on
+ * software adapters the transposes into tn (BENCHMARKS.md: 4–6× the tiled kernel on lavapipe); on
+ * hardware GPUs the faster of the two on this adapter, timed once (timeMatmulPaths) and kept in the
+ * platform's tuning store under the adapter's identity (matmulTuningKey), so later runs only read it.
+ * OpenOptions.matmul 'tune' measures on any adapter.
+ */
+export function matmulPathFor(rt: Runtime): Promise<MatmulPath> {
+  let p = chosen.get(rt);
+  if (!p) {
+    p = choosePath(rt);
+    chosen.set(rt, p);
+  }
+  return p;
+}
+
+async function choosePath(rt: Runtime): Promise<MatmulPath> {
+  const pref = rt.matmulPreference;
+  if (pref === 'transpose' || pref === 'tiled') return pref;
+  if (pref !== 'tune' && rt.gpu.info.isSoftware) return 'transpose';
+  const key = matmulTuningKey(rt);
+  const kept = await rt.platform.tuning.get(key);
+  if (kept === 'transpose' || kept === 'tiled') return kept;
+  const t = await timeMatmulPaths(rt);
+  const path: MatmulPath = t.tiled < t.transpose ? 'tiled' : 'transpose';
+  await rt.platform.tuning.set(key, path);
+  return path;
+}
+
+/** The tuning store's key for this adapter's matmul path: its identity as the adapter reports it. */
+export function matmulTuningKey(rt: Runtime): string {
+  const i = rt.gpu.info;
+  return `matmul-path/v1/${[i.vendor, i.architecture, i.device, i.description, i.backend].join('|')}`;
+}
+
+/**
+ * Median ms of an n³ nn product on each path (GPU timestamps when the adapter has them, else wall
+ * time), the two run in turn after a warm-up each. About a second on a GPU; the tuning that uses it
+ * runs once per adapter.
+ */
+export async function timeMatmulPaths(rt: Runtime, n = 512, reps = 3): Promise<Record<MatmulPath, number>> {
+  const mem = rt.memory;
+  const a = mem.storage('tune.a', n * n * 4);
+  const b = mem.storage('tune.b', n * n * 4);
+  const c = mem.storage('tune.c', n * n * 4);
+  try {
+    const paths: MatmulPath[] = ['transpose', 'tiled'];
+    const lists = await Promise.all(paths.map((strategy) => matmul(rt, { form: 'nn', M: n, N: n, K: n, a, b, c, strategy })));
+    for (const d of lists) await rt.steps.run('matmul-tune warm-up', d);
+    const ms: number[][] = paths.map(() => []);
+    for (let r = 0; r < reps; r++) {
+      for (const [i, d] of lists.entries()) {
+        const t = await rt.steps.run(`matmul-tune ${paths[i]}`, d, { timestamps: true });
+        ms[i]!.push(t.gpuMs ?? t.wallMs);
+      }
+    }
+    const med = (x: number[]) => [...x].sort((p, q) => p - q)[Math.floor(x.length / 2)]!;
+    return { transpose: med(ms[0]!), tiled: med(ms[1]!) };
+  } finally {
+    for (const x of [a, b, c]) mem.destroy(x);
+  }
 }
 const TRANSPOSE_WG = 8;
 /** Workgroups per grid dimension (65535 in WebGPU); larger products run as several row blocks. */
@@ -179,7 +252,7 @@ async function direct(rt: Runtime, args: MatmulArgs): Promise<Dispatch[]> {
 export async function matmul(rt: Runtime, args: MatmulArgs): Promise<Dispatch[]> {
   const { M, N, K } = args;
   if (!(M > 0 && N > 0 && K > 0)) throw new Error(`matmul: dimensions must be positive (M=${M}, N=${N}, K=${K})`);
-  if ((args.strategy ?? 'auto') === 'auto') args = { ...args, strategy: matmulPath(rt) };
+  if ((args.strategy ?? 'auto') === 'auto') args = { ...args, strategy: await matmulPathFor(rt) };
   const plan = matmulPlan(args);
   if (!plan) return direct(rt, args);
   const { lda, ldb } = leading(args);

@@ -1,7 +1,7 @@
 // What WebGPU adapter a runtime runs on and how fast a matmul runs there (the CLI's `semfreeze doctor`,
 // the page's adapter line).
 import type { Runtime } from '../gpu/runtime.ts';
-import { matmul, matmulFlops } from './matmul.ts';
+import { matmul, matmulFlops, matmulPathFor, type MatmulPath } from './matmul.ts';
 
 const SHOWN_LIMITS = ['maxStorageBufferBindingSize', 'maxBufferSize', 'maxStorageBuffersPerShaderStage', 'maxComputeWorkgroupStorageSize', 'maxComputeInvocationsPerWorkgroup', 'maxComputeWorkgroupsPerDimension'];
 
@@ -30,18 +30,20 @@ export interface AdapterReport {
   adapter: Runtime['gpu']['info'];
   features: string[];
   limits: Record<string, number>;
-  matmul: { shape: string; gflops: number; timing: string };
+  /** `path`: the one `auto` takes here (matmulPathFor: by adapter kind, or timed once per GPU and kept). */
+  matmul: { shape: string; gflops: number; timing: string; path: MatmulPath };
 }
 
 export async function adapterReport(rt: Runtime, n = 1024): Promise<AdapterReport> {
   const g = rt.gpu;
   const gflops = await quickMatmulGflops(rt, n);
+  const path = await matmulPathFor(rt);
   const limits: Record<string, number> = {};
   for (const k of SHOWN_LIMITS) if (k in g.limits) limits[k] = g.limits[k]!;
   return {
     adapter: g.info,
     features: [...g.features].sort(),
     limits,
-    matmul: { shape: `${n}x${n}x${n}`, gflops: Number(gflops.toFixed(2)), timing: g.hasTimestamps ? 'gpu timestamps' : 'wall clock' },
+    matmul: { shape: `${n}x${n}x${n}`, gflops: Number(gflops.toFixed(2)), timing: g.hasTimestamps ? 'gpu timestamps' : 'wall clock', path },
   };
 }

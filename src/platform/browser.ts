@@ -2,7 +2,7 @@
 // from Blobs the page already holds (files the user picked, registered under a name in `files`);
 // kernels from the bundle (`kernels`, see scripts/build-web.mjs) or else fetched from `kernelBaseUrl`.
 // Files written (a fine-tuned model) are kept in `written`, for the page to offer as downloads.
-import type { Platform, RandomAccessFile } from './types.ts';
+import { memoryTuningStore, type Platform, type RandomAccessFile, type TuningStore } from './types.ts';
 
 export interface BrowserPlatformOptions {
   /** WGSL sources by kernel name (the library bundle carries them all). */
@@ -57,6 +57,7 @@ export function browserPlatform(o: BrowserPlatformOptions = {}): BrowserPlatform
       written.set(path, new Blob(parts as BlobPart[]));
     },
     now: () => performance.now(),
+    tuning: browserTuningStore(),
     adapterHelp() {
       return 'No WebGPU adapter: this browser has WebGPU but gives no adapter (Chromium: enable it with --enable-unsafe-webgpu, or check chrome://gpu).';
     },
@@ -102,5 +103,36 @@ async function rangeFile(url: string): Promise<RandomAccessFile> {
       into.set(bytes);
     },
     close: async () => {},
+  };
+}
+
+/** localStorage under `semfreeze.tuning.<key>` where the page may use it; else kept for the page's life. */
+function browserTuningStore(): TuningStore {
+  const memory = memoryTuningStore();
+  const storage = (): Storage | null => {
+    try {
+      return (globalThis as { localStorage?: Storage }).localStorage ?? null;
+    } catch {
+      return null; // sandboxed frames throw on access
+    }
+  };
+  return {
+    async get(key) {
+      try {
+        const v = storage()?.getItem(`semfreeze.tuning.${key}`);
+        if (v !== null && v !== undefined) return v;
+      } catch {
+        // storage disabled: fall through to memory
+      }
+      return memory.get(key);
+    },
+    async set(key, value) {
+      await memory.set(key, value);
+      try {
+        storage()?.setItem(`semfreeze.tuning.${key}`, value);
+      } catch {
+        // quota or privacy mode: memory only
+      }
+    },
   };
 }

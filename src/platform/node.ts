@@ -2,11 +2,11 @@
 import { create, globals } from 'webgpu';
 import { closeSync, existsSync, fstatSync, mkdirSync, openSync, readFileSync, unlinkSync, writeSync } from 'node:fs';
 import { open, readFile, writeFile, rename, mkdir, unlink } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { homedir, tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { decodeText } from '../util/utf8.ts';
-import type { Platform, RandomAccessFile } from './types.ts';
+import type { Platform, RandomAccessFile, TuningStore } from './types.ts';
 import { paceDawnPolling } from './dawn-poll.ts';
 
 /** Repository / package root (kernels/ lives here). */
@@ -183,6 +183,36 @@ export async function writeFileAtomic(path: string, chunks: Uint8Array | string 
   }
 }
 
+/** Where nodeTuningStore keeps its file: $SEMFREEZE_CACHE_DIR, $XDG_CACHE_HOME/semfreeze or ~/.cache/semfreeze. */
+export function tuningFilePath(): string {
+  const dir = process.env.SEMFREEZE_CACHE_DIR || join(process.env.XDG_CACHE_HOME || join(homedir(), '.cache'), 'semfreeze');
+  return join(dir, 'tuning.json');
+}
+
+/** One JSON object of key → value in tuningFilePath(), rewritten whole (atomically) on each set. */
+export const nodeTuningStore: TuningStore = {
+  async get(key) {
+    const v = readTuningFile()[key];
+    return typeof v === 'string' ? v : null;
+  },
+  async set(key, value) {
+    try {
+      await writeFileAtomic(tuningFilePath(), `${JSON.stringify({ ...readTuningFile(), [key]: value }, null, 2)}\n`);
+    } catch {
+      // A read-only home or a full disk costs a re-measurement next run, nothing else.
+    }
+  },
+};
+
+function readTuningFile(): Record<string, unknown> {
+  try {
+    const data: unknown = JSON.parse(readFileSync(tuningFilePath(), 'utf8'));
+    return data && typeof data === 'object' && !Array.isArray(data) ? (data as Record<string, unknown>) : {};
+  } catch {
+    return {};
+  }
+}
+
 export const nodePlatform: Platform = {
   name: 'node',
   gpu: dawn,
@@ -195,6 +225,7 @@ export const nodePlatform: Platform = {
   openFile,
   writeFile: writeFileAtomic,
   now: () => performance.now(),
+  tuning: nodeTuningStore,
   adapterHelp() {
     return 'No WebGPU adapter. Run `npm run setup` (as root on Debian/Ubuntu it installs the software Vulkan driver, Mesa lavapipe); it prints the exact command otherwise.';
   },

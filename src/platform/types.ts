@@ -19,6 +19,13 @@ export interface Platform {
   writeFile(path: string, data: Uint8Array | string | Uint8Array[]): Promise<void>;
   /** A monotonic clock in milliseconds (timings, progress rates, ETAs). */
   now(): number;
+  /**
+   * Measured tuning choices kept per user across runs, by key (Node: one JSON file in
+   * $SEMFREEZE_CACHE_DIR, else $XDG_CACHE_HOME/semfreeze, else ~/.cache/semfreeze; a browser:
+   * localStorage). A missing or unreadable store reads as null and a failed write is dropped: the
+   * choice is measured again next time.
+   */
+  readonly tuning: TuningStore;
   /** How to fix a missing adapter on this platform, shown in the error. */
   adapterHelp(): string;
 }
@@ -29,4 +36,23 @@ export interface RandomAccessFile {
   /** Fill `into` with the file's bytes from `position` on; fewer bytes than asked is an error. */
   read(position: number, into: Uint8Array): Promise<void>;
   close(): Promise<void>;
+}
+
+export interface TuningStore {
+  get(key: string): Promise<string | null>;
+  set(key: string, value: string): Promise<void>;
+}
+
+/** A TuningStore that lives as long as the process (tests; a browser without localStorage). */
+export function memoryTuningStore(): TuningStore & { readonly entries: Map<string, string> } {
+  const entries = new Map<string, string>();
+  return {
+    entries,
+    async get(key) {
+      return entries.get(key) ?? null;
+    },
+    async set(key, value) {
+      entries.set(key, value);
+    },
+  };
 }
