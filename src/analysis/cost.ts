@@ -64,7 +64,8 @@
 //    floats: ln1 out M·C and its statistics (LayerNorm mean+rstd 2·M; RMSNorm rstd M); qkv
 //    M·(H + 2·Hkv)·hd (GPT-2 3·M·C; stored after the rotary embedding, which keeps nothing of its own);
 //    attention probs B·H·T² (this model's rule for every family, stored as the full square even when
-//    causal or windowed; the flash kernel keeps B·H·T row statistics instead); attention out
+//    causal or windowed; the flash kernel keeps B·H·T row statistics instead, plus, for short
+//    sequences, two B·H·T² squares of backward scratch shared by all layers); attention out
 //    (pre-projection) M·qW; [post-norm: the output projection's result M·C and its rstd M]; residual
 //    after attention M·C; ln2 out M·C and its statistics; the MLP's projection row (GPT-2: fc out
 //    (pre-GELU) M·F; gated: gate|up M·2F) and its activation M·F; [post-norm: the down projection's
