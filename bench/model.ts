@@ -5,7 +5,7 @@
 // RMSNorm, rotary, 30 blocks) at a short sequence so that it stays feasible in software WebGPU.
 //   tsx bench/model.ts [--config small|gpt2|smollm2|all] [--reps N] [--boundaries none,0,10,…] [--shape B,T] [--matmul transpose|tiled] [--json FILE]
 // --shape sets the training step's and the forward's batch and sequence (GPU-sized runs: bench/gpu.sh);
-// --matmul overrides the adapter's matmul path (ops/matmul.ts matmulPath) to compare the two.
+// --matmul overrides the adapter's matmul path (ops/matmul.ts matmulPathFor) to compare the two.
 import { Runtime } from '../src/gpu/runtime.ts';
 import { matmulPathFor } from '../src/ops/matmul.ts';
 import { nodePlatform } from '../src/platform/node.ts';

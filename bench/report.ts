@@ -2,6 +2,7 @@
 //   tsx bench/report.ts [results dir]   (prints Markdown on stdout)
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { pairSaving, type Pair } from '../src/cli/bench.ts';
 
 const dir = process.argv[2] ?? 'bench/results';
 const read = (f: string) => (existsSync(join(dir, f)) ? JSON.parse(readFileSync(join(dir, f), 'utf8')) : null);
@@ -101,9 +102,9 @@ for (const [f, title] of [['savings-base.json', 'every boundary'], ['savings-bas
   p(`${sv.machine ? machineLine(sv.machine) : `adapter ${sv.adapter.vendor} / ${sv.adapter.architecture} (${sv.adapter.description})`}.${sv.date ? ` ${sv.date.slice(0, 10)}.` : ''} \`${sv.command ?? 'semfreeze bench savings'}\`: ${sv.model}, B=${sv.batch}, T=${sv.seq}, AdamW; median of ${sv.rounds} rounds with the boundaries' order rotated each round; each frozen step runs between two full fine-tuning steps and its saving is the median over rounds of 1 − t / (mean of the two) (paired within about a second, so the machine's slow spells cancel); the step cost is 1 − that saving over the analytic share. Wall time covers encoding, submit and the wait; GPU time is between timestamps.`);
   p();
   // The middle half of the pairs' savings, where the JSON has them: the noise each median sits in.
-  const iqr = (r: { wallPairs?: { t: number; before: number; after: number }[] }) => {
+  const iqr = (r: { wallPairs?: Pair[] }) => {
     if (!r.wallPairs?.length) return '–';
-    const s = r.wallPairs.map((x) => 1 - (2 * x.t) / (x.before + x.after)).sort((a, b) => a - b);
+    const s = r.wallPairs.map(pairSaving).sort((a, b) => a - b);
     const q = (f: number) => s[Math.min(s.length - 1, Math.floor(f * s.length))]!;
     return `${(100 * q(0.25)).toFixed(1)}–${(100 * q(0.75)).toFixed(1)}%`;
   };

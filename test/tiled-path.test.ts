@@ -4,7 +4,7 @@
 // vocabulary chunks) and the Llama, Qwen2 and Gemma2 fixtures.
 import { describe, expect, it } from 'vitest';
 import { Runtime } from '../src/gpu/runtime.ts';
-import { matmulPath } from '../src/ops/matmul.ts';
+import { matmulPathFor } from '../src/ops/matmul.ts';
 import { hfName, isTrainable } from '../src/model/params.ts';
 import { nodePlatform } from '../src/platform/node.ts';
 import { fixture } from './util/fixtures.ts';
@@ -18,8 +18,8 @@ describe('matmul path by adapter', () => {
   it('software adapters take the transposes into tn; the option overrides the choice', async () => {
     const rt = await runtime();
     expect(rt.gpu.info.isSoftware).toBe(true);
-    expect(matmulPath(rt)).toBe('transpose');
-    expect(matmulPath(await tiledRuntime())).toBe('tiled');
+    expect(await matmulPathFor(rt)).toBe('transpose');
+    expect(await matmulPathFor(await tiledRuntime())).toBe('tiled');
   });
 });
 

@@ -3,9 +3,8 @@
 // alone), then timed in rounds with the boundaries' order rotated every round so that machine noise
 // hits all alike. Per boundary: median wall ms and GPU ms per step, GPU memory, the analytic step FLOPs
 // and memory, and measured / analytic saving (each frozen step timed between two full ones:
-// pairedSaving). With
-// --cache-boundary each frozen boundary's step starts
-// at block K (the boundary activation cache's steady state) and the analytic figure drops the prefix.
+// pairedSaving). With --cache-boundary each frozen boundary's step starts at block K (the boundary
+// activation cache's steady state) and the analytic figure drops the prefix.
 import { stepCost, type Boundary } from '../analysis/cost.ts';
 import type { StepItem } from '../gpu/step.ts';
 import { ModelForward } from '../model/forward.ts';
@@ -96,15 +95,19 @@ export interface Pair {
   after: number;
 }
 
+/** One pair's saving: 1 − t / mean(before, after). */
+export function pairSaving(x: Pair): number {
+  return 1 - (2 * x.t) / (x.before + x.after);
+}
+
 /**
- * A boundary's step saving from its timed pairs: the median of 1 − t / mean(before, after). Each
- * pair lies within about a second, so a slow spell of a noisy machine (seconds) slows both sides
- * alike and cancels, where a ratio of two medians taken over minutes would carry it. null without
- * samples.
+ * A boundary's step saving from its timed pairs: the median of their pairSaving. Each pair lies
+ * within about a second, so a slow spell of a noisy machine (seconds) slows both sides alike and
+ * cancels, where a ratio of two medians taken over minutes would carry it. null without samples.
  */
 export function pairedSaving(pairs: readonly Pair[]): number | null {
   if (pairs.length === 0) return null;
-  return median(pairs.map((x) => 1 - (2 * x.t) / (x.before + x.after)));
+  return median(pairs.map(pairSaving));
 }
 
 /** The analytic step FLOPs at K, without the frozen prefix's forward when its boundary is cached. */
@@ -205,7 +208,6 @@ export async function benchSavingsCommand(o: BenchSavingsOptions): Promise<Bound
   }
 
   const fullWall = median(wall.get('none')!);
-  const fullGpu = gpu.get('none')!.length ? median(gpu.get('none')!) : null;
   const saving = (which: 'wall' | 'gpu', K: Boundary) => (K === 'none' ? null : pairedSaving(pairs.get(K)![which]));
   const fullFlops = analyticFlops(cfg, o.batch, T, 'none', false);
   const rows: BoundaryMeasurement[] = graphs.map(({ K, bytes }) => {
@@ -222,7 +224,7 @@ export async function benchSavingsCommand(o: BenchSavingsOptions): Promise<Bound
       analyticFlops: flops,
       analyticBytes: stepCost(cfg, o.batch, T, K, { lora: loraAt(K) }).memory.totalBytes,
       measuredSaving,
-      measuredGpuSaving: g === null || fullGpu === null ? null : saving('gpu', K),
+      measuredGpuSaving: saving('gpu', K),
       analyticSaving,
       ratio: measuredSaving !== null && analyticSaving !== null && analyticSaving > 0 ? measuredSaving / analyticSaving : null,
       ...(profiles.has(K) ? { profile: profiles.get(K)! } : {}),

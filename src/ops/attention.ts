@@ -231,8 +231,9 @@ export async function attentionBackward(rt: Runtime, args: AttentionBackwardArgs
   checkSize('attentionBackward', 'stats', args.stats, B * nHead * T);
   checkSize('attentionBackward', 'dqkv', args.dqkv, B * T * d.qkvWidth);
   const store = args.storeProbabilities ?? attentionStoresProbabilities(args);
-  if (store && B * nHead * T * (1 + 2 * T) >= 2 ** 32) throw new Error(`attentionBackward: stored squares of ${B}x${nHead}x${T}x${T} overflow u32 indexing (storeProbabilities: false)`);
-  checkSize('attentionBackward', 'scratch', args.scratch, attentionBufferBytes(args, { storeProbabilities: store }).scratchBytes / 4);
+  const scratchElems = attentionBufferBytes(args, { storeProbabilities: store }).scratchBytes / 4;
+  if (scratchElems >= 2 ** 32) throw new Error(`attentionBackward: stored squares of ${B}x${nHead}x${T}x${T} overflow u32 indexing (storeProbabilities: false)`);
+  checkSize('attentionBackward', 'scratch', args.scratch, scratchElems);
   if (args.out) checkSize('attentionBackward', 'out', args.out, B * T * d.outWidth);
   const hasOut = !!args.out;
   const kvEntry = store ? 'backward_kv_stored' : 'backward_kv';

@@ -3,18 +3,19 @@
 // their operands into a workspace first (a memory pass of (M+N)·K, small next to 2·M·N·K) and run
 // tn; the results are bit-identical to the direct kernels (same summation order). The direct nn/nt
 // kernels and the scalar `generic` one remain for tests and unaligned layouts.
-// Hardware GPUs run the `tiled` kernel instead (workgroup-memory tiles, 256 invocations: the shape
-// GPUs want and lavapipe does not): `auto` picks it on any adapter that is not software.
+// Hardware GPUs have the `tiled` kernel (workgroup-memory tiles, 256 invocations: the shape GPUs
+// want and lavapipe does not): there `auto` times both paths once per adapter (matmulPathFor).
 import type { BufferBinding } from '../gpu/kernels.ts';
 import type { Dispatch } from '../gpu/step.ts';
 import type { Runtime } from '../gpu/runtime.ts';
+import { median } from '../util/stats.ts';
 
 /** nn: A[M,K]·B[K,N]; nt: A[M,K]·B[N,K]ᵀ; tn: A[K,M]ᵀ·B[K,N]. */
 export type MatmulForm = 'nn' | 'nt' | 'tn';
 
 /**
- * How to run a product: `auto` (the adapter's path: transposes into tn on software adapters, the
- * tiled kernel on hardware GPUs), `transpose` (transposes into tn on any adapter), the direct
+ * How to run a product: `auto` (matmulPathFor: transposes into tn on software adapters, the faster
+ * of the two paths on hardware GPUs), `transpose` (transposes into tn on any adapter), the direct
  * kernels, scalar loads, or the tiled kernel.
  */
 export type MatmulStrategy = 'auto' | 'transpose' | 'direct' | 'generic' | 'tiled';
@@ -55,17 +56,6 @@ const TILES: Record<'nn' | 'nt' | 'tn' | 'generic' | 'tiled', { wg: [number, num
 };
 
 export type MatmulPath = 'transpose' | 'tiled';
-
-/**
- * The path `auto` starts from, before any measurement: the caller's choice (OpenOptions.matmul),
- * else tiled on hardware GPUs and transposes into tn on software adapters. matmulPathFor() is the
- * path `auto` actually takes.
- */
-export function matmulPath(rt: Runtime): MatmulPath {
-  const pref = rt.matmulPreference;
-  if (pref === 'transpose' || pref === 'tiled') return pref;
-  return rt.gpu.info.isSoftware ? 'transpose' : 'tiled';
-}
 
 const chosen = new WeakMap<Runtime, Promise<MatmulPath>>();
 
@@ -125,8 +115,7 @@ export async function timeMatmulPaths(rt: Runtime, n = 512, reps = 3): Promise<R
         ms[i]!.push(t.gpuMs ?? t.wallMs);
       }
     }
-    const med = (x: number[]) => [...x].sort((p, q) => p - q)[Math.floor(x.length / 2)]!;
-    return { transpose: med(ms[0]!), tiled: med(ms[1]!) };
+    return { transpose: median(ms[0]!), tiled: median(ms[1]!) };
   } finally {
     for (const x of [a, b, c]) mem.destroy(x);
   }
